@@ -1,0 +1,210 @@
+"""Executor side: device and dtype choice, torch threads, and the per-process model cache.
+
+Each Python worker loads a model once and keeps it in a small LRU cache keyed by
+content hash + task + device + dtype, bounded by entry count and by memory, so several
+models can serve one query and repeated tasks reuse them.
+
+Example:
+    >>> from hfspark.udfs.executor import load_count
+    >>> load_count()          # models loaded by this Python process so far
+    0
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ModelRef",
+    "Runtime",
+    "get_runtime",
+    "load_count",
+    "choose_device",
+    "choose_dtype",
+    "set_torch_threads",
+    "clear_cache",
+]
+
+log = logging.getLogger("hfspark.executor")
+
+_LOCK = threading.RLock()
+_CACHE: OrderedDict[tuple, Runtime] = OrderedDict()
+_LOADS = 0
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The small, picklable reference the driver ships to executors."""
+
+    uri: str
+    task: str
+    content_hash: str
+    options: Any  # UdfOptions (frozen pydantic model)
+    shipped: Any = None  # a Broadcast of the packed model folder, when executors can't read uri
+
+
+@dataclass
+class Runtime:
+    """A loaded model with its adapter, ready to predict."""
+
+    adapter: Any
+    loaded: Any
+    device: Any
+    dtype: Any
+    nbytes: int
+
+
+def load_count() -> int:
+    """How many models this Python process has loaded."""
+    return _LOADS
+
+
+def clear_cache() -> None:
+    """Drop every cached model of this process."""
+    with _LOCK:
+        _CACHE.clear()
+
+
+def _task_gpus() -> list[str]:
+    try:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        if ctx is not None and "gpu" in ctx.resources():
+            return list(ctx.resources()["gpu"].addresses)
+    except Exception:  # noqa: BLE001 - outside a Spark task
+        pass
+    return []
+
+
+def choose_device(requested: str) -> str:
+    """``auto``: the GPU Spark gave this task, else a visible CUDA device, else the CPU.
+
+    Example:
+        >>> choose_device("cpu")
+        'cpu'
+    """
+    import torch
+
+    if requested != "auto":
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            from hfspark.errors import ConfigError
+
+            raise ConfigError(f"device={requested!r} but no CUDA device is visible; use device='auto'")
+        return requested
+    gpus = _task_gpus()
+    if gpus and torch.cuda.is_available():
+        # Spark's addresses are physical ids; with CUDA_VISIBLE_DEVICES set they are re-indexed.
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible:
+            ids = [v.strip() for v in visible.split(",")]
+            index = ids.index(gpus[0]) if gpus[0] in ids else 0
+        else:
+            index = int(gpus[0])
+        return f"cuda:{index}"
+    if torch.cuda.is_available():
+        return "cuda:0"
+    return "cpu"
+
+
+def choose_dtype(requested: str, device: str) -> Any:
+    """``auto``: bfloat16 (or float16) on a GPU, float32 on the CPU (half is slow there)."""
+    import torch
+
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def set_torch_threads() -> int:
+    """Torch intra-op threads = the task's CPU count (``spark.task.cpus``), default 1."""
+    import torch
+
+    threads = int(os.environ.get("HFSPARK_TORCH_THREADS", "0"))
+    if threads <= 0:
+        threads = 1
+        try:
+            from pyspark import TaskContext
+
+            ctx = TaskContext.get()
+            if ctx is not None:
+                threads = max(1, int(ctx.cpus()))
+        except Exception:  # noqa: BLE001 - outside a Spark task
+            threads = max(1, torch.get_num_threads())
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
+def _record_load(ref: ModelRef, device: str, seconds: float) -> None:
+    global _LOADS
+    _LOADS += 1
+    log.warning(
+        "hfspark: loaded %s (%s, %s) on %s in %.1fs [pid %d, load #%d]",
+        ref.uri, ref.task, ref.content_hash[:12], device, seconds, os.getpid(), _LOADS,
+    )
+    stats_dir = os.environ.get("HFSPARK_STATS_DIR")
+    if stats_dir:
+        Path(stats_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(stats_dir) / "loads.log", "a") as f:
+            f.write(f"{os.getpid()}\t{ref.content_hash}\t{device}\t{seconds:.3f}\n")
+
+
+def _cache_limits() -> tuple[int, int]:
+    entries = int(os.environ.get("HFSPARK_MODEL_CACHE_SIZE", "3"))
+    mbytes = int(os.environ.get("HFSPARK_MODEL_CACHE_MB", "0"))  # 0: no memory bound
+    return max(1, entries), mbytes * 2**20
+
+
+def get_runtime(ref: ModelRef) -> Runtime:
+    """The cached runtime for ``ref`` in this process, loading the model on first use."""
+    import torch
+
+    from hfspark.tasks import get_task
+
+    opts = ref.options
+    device = choose_device(opts.device) if opts.device_map is None else "auto"
+    dtype = choose_dtype(opts.torch_dtype, device if device != "auto" else "cuda")
+    key = (ref.content_hash or ref.uri, ref.task, device, str(dtype), opts.device_map,
+           tuple(sorted((k, repr(v)) for k, v in opts.params.items())), opts.max_length)
+    with _LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+        from hfspark.flavor import read_info
+
+        start = time.perf_counter()
+        uri = ref.uri
+        if ref.shipped is not None:
+            from hfspark.udfs.shipping import unpack_shipped
+
+            uri = str(unpack_shipped(ref.shipped, ref.content_hash))
+        info = read_info(uri, task=ref.task)
+        params = {**info.inference_config, **opts.params}
+        adapter_cls = get_task(ref.task)
+        if opts.max_length is not None and "max_length" in adapter_cls.Options.model_fields:
+            params["max_length"] = opts.max_length
+        adapter = adapter_cls(params)
+        target = opts.device_map if opts.device_map else device
+        loaded = adapter.load(info.model_dir, info.components, target, dtype)
+        nbytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+        runtime = Runtime(adapter=adapter, loaded=loaded, device=device, dtype=dtype, nbytes=nbytes)
+        _record_load(ref, str(getattr(loaded, "device", device)), time.perf_counter() - start)
+        _CACHE[key] = runtime
+        max_entries, max_bytes = _cache_limits()
+        while len(_CACHE) > max_entries or (
+            max_bytes and len(_CACHE) > 1 and sum(r.nbytes for r in _CACHE.values()) > max_bytes
+        ):
+            _CACHE.popitem(last=False)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        return runtime

@@ -1,0 +1,210 @@
+"""The model UDF factory: a small reference on the driver, a lazy cached model on executors.
+
+Example:
+    >>> from hfspark.udfs import model_udf
+    >>> sentiment = model_udf("/models/sentiment", errors="column")
+    >>> sentiment.returnType.simpleString()
+    'struct<label:string,score:double,scores:array<struct<label:string,score:double>>,error:string>'
+    >>> df.withColumn("pred", sentiment("text")).select("pred.label")
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from hfspark.errors import ConfigError, InputSchemaError
+from hfspark.udfs.executor import ModelRef
+from hfspark.udfs.options import UdfOptions, parse_options
+from hfspark.udfs.shipping import needs_shipping, ship_model
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql.types import DataType
+
+__all__ = ["ModelUDF", "model_udf", "register", "output_type"]
+
+_SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def output_type(adapter: Any, options: UdfOptions) -> DataType:
+    """The UDF's Spark return type: the task's type, plus ``error`` when errors="column"."""
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    base = adapter.output_type()
+    if options.errors != "column":
+        return base
+    if isinstance(base, StructType):
+        return StructType([*base.fields, StructField("error", StringType(), True)])
+    return StructType(
+        [StructField(adapter.result_field, base, True), StructField("error", StringType(), True)]
+    )
+
+
+def _make_predict(ref: ModelRef, struct_out: bool):
+    """The executor function: loads the model lazily (once per Python worker) and predicts."""
+
+    def predict(batches: Iterator[Any]) -> Iterator[Any]:
+        from hfspark.udfs.engine import predict_frame
+        from hfspark.udfs.executor import get_runtime, set_torch_threads
+
+        set_torch_threads()
+        runtime = get_runtime(ref)
+        for batch in batches:
+            columns = list(batch) if isinstance(batch, tuple) else [batch]
+            yield predict_frame(runtime, columns, ref.options)
+
+    return predict
+
+
+class ModelUDF:
+    """A model as a Spark column function (callable with column names or Columns).
+
+    Attributes:
+        info: the ModelInfo read on the driver.
+        returnType: the Spark type of the result, known before any data moves.
+    """
+
+    def __init__(self, ref: ModelRef, info: Any, adapter: Any) -> None:
+        self.ref = ref
+        self.info = info
+        self.adapter = adapter
+        self.returnType = output_type(adapter, ref.options)
+        self._udfs: dict[int, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"ModelUDF({self.ref.uri!r}, task={self.ref.task!r}, returnType={self.returnType.simpleString()})"
+
+    @property
+    def pandas_udf(self) -> Any:
+        """The underlying pandas UDF (takes any number of columns)."""
+        return self._pandas_udf(2)
+
+    def _pandas_udf(self, arity: int) -> Any:
+        from pyspark.sql.functions import pandas_udf
+
+        kind = 1 if arity == 1 else 2
+        if kind not in self._udfs:
+            fn = _make_predict(self.ref, True)
+            if kind == 1:
+                def one(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+                    return fn(batches)
+                self._udfs[kind] = pandas_udf(one, returnType=self.returnType)  # type: ignore[call-overload]
+            else:
+                def many(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.Series]:
+                    return fn(batches)
+                self._udfs[kind] = pandas_udf(many, returnType=self.returnType)  # type: ignore[call-overload]
+        return self._udfs[kind]
+
+    def __call__(self, *cols: str | Column) -> Column:
+        """The prediction column for these input columns (one struct column or several)."""
+        if not cols:
+            raise InputSchemaError(
+                f"Pass the input column(s): {', '.join(self.adapter.input_fields)}"
+            )
+        return self._pandas_udf(len(cols))(*cols)
+
+    def check_input(self, df: DataFrame, *cols: str) -> None:
+        """Refuse missing columns or types that do not fit the task, before any data moves."""
+        import difflib
+
+        types = []
+        for c in cols:
+            if c not in df.columns:
+                close = difflib.get_close_matches(c, df.columns, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise InputSchemaError(
+                    f"Input column {c!r} not found.{hint} Columns: {', '.join(df.columns)}"
+                )
+            types.append(df.schema[c].dataType)
+        self.adapter.check_input(types)
+
+    def transform(self, df: DataFrame, *cols: str, output: str = "prediction") -> DataFrame:
+        """``df`` with a prediction column, after checking its input columns on the driver."""
+        self.check_input(df, *cols)
+        return df.withColumn(output, self(*cols))
+
+
+def model_udf(
+    model_uri: str,
+    *,
+    task: str | None = None,
+    batch_size: int | None = None,
+    max_tokens_per_batch: int | None = None,
+    max_length: int | None = None,
+    device: str = "auto",
+    device_map: str | None = None,
+    torch_dtype: str = "auto",
+    errors: str = "raise",
+    params: dict[str, Any] | None = None,
+    sort_window: int = 4096,
+    ship: str = "auto",
+) -> ModelUDF:
+    """A column function that runs a saved model on Spark.
+
+    The driver reads the model's metadata (no weights), validates the task options and
+    computes the return type; executors load the model once per Python worker.
+
+    Args:
+        model_uri: a folder saved by hfspark or MLflow, a transformers folder (with
+            ``task``), a ``file://``/fsspec URL, or ``runs:/``/``models:/`` with mlflow.
+        task: the task (or alias); default: the task saved with the model.
+        batch_size: most rows per forward pass (default 32).
+        max_tokens_per_batch: most padded tokens per forward pass.
+        max_length: truncate inputs to this many tokens.
+        device: ``auto`` (the task's GPU, else CUDA, else CPU), ``cpu`` or ``cuda:N``.
+        device_map: ``auto`` spreads a large model over the executor's GPUs (accelerate).
+        torch_dtype: ``auto`` (bf16/fp16 on GPU, fp32 on CPU) or a dtype name.
+        errors: ``raise`` fails the task on a bad row; ``column`` adds an ``error`` field.
+        params: task options (e.g. ``{"top_k": 3}``, generation settings).
+        sort_window: rows sorted together by length (slices of each Arrow batch).
+        ship: ``auto`` broadcasts a driver-local model folder to executors on a real
+            cluster (classic sessions); ``always`` / ``never`` force it.
+
+    Example:
+        >>> embed = model_udf("/models/minilm", task="feature-extraction", batch_size=64)
+        >>> df.select(embed("text").alias("vector"))
+    """
+    from hfspark.flavor import read_info
+    from hfspark.tasks import canonical_task, get_task
+
+    opts = parse_options(
+        task=task, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
+        max_length=max_length, device=device, device_map=device_map, torch_dtype=torch_dtype,
+        errors=errors, params=dict(params or {}), sort_window=sort_window,
+    )
+    info = read_info(model_uri, task=canonical_task(task) if task else None)
+    task_name = canonical_task(task or info.task)
+    adapter_cls = get_task(task_name)
+    merged = {**info.inference_config, **opts.params}
+    if max_length is not None and "max_length" in adapter_cls.Options.model_fields:
+        merged["max_length"] = max_length
+    adapter = adapter_cls(merged)
+    shipped = None
+    if needs_shipping(str(model_uri), ship):
+        from pyspark.sql import SparkSession
+
+        shipped = ship_model(SparkSession.getActiveSession(), info.root)
+    ref = ModelRef(uri=str(model_uri), task=task_name, content_hash=info.content_hash,
+                   options=opts, shipped=shipped)
+    return ModelUDF(ref, info, adapter)
+
+
+def register(spark: SparkSession, name: str, model_uri: str, **options: Any) -> ModelUDF:
+    """Register a model as a SQL function: ``SELECT name(text) FROM t``.
+
+    Example:
+        >>> register(spark, "sentiment", "/models/sentiment", errors="column")
+        >>> spark.sql("SELECT sentiment(text).label FROM reviews")
+    """
+    if not isinstance(name, str) or not _SQL_NAME.match(name):
+        raise ConfigError(
+            f"{name!r} is not a valid SQL function name: use letters, digits and underscores, "
+            f"starting with a letter or underscore"
+        )
+    udf = model_udf(model_uri, **options)
+    spark.udf.register(name, udf.pandas_udf)
+    return udf
