@@ -1,0 +1,157 @@
+"""The compute ceiling: what this CPU does for the model with no Spark at all.
+
+As many processes as Spark has cores, one torch thread each. Every process loads the model,
+waits at a barrier, then tokenizes its share of the rows (round-robin) and runs only the
+model forward, either one row at a time (no padding) or in length-sorted batches. The time
+is from the barrier to the last process done; model loading is not counted.
+
+Example:
+    >>> res = run_ceiling(folder, "text-classification", texts, cores=2, modes=("row", "sorted16"))
+    >>> res["row"].rows_per_s
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import resource
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CeilingResult", "load_model", "tokenize", "forward_all", "run_ceiling", "mode_batch"]
+
+
+@dataclass
+class CeilingResult:
+    """One ceiling mode: wall time over all processes and per-process peak RSS."""
+
+    mode: str
+    seconds: float
+    rows: int
+    tokens: int
+    peak_rss_mib: float
+    processes: int
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+
+def mode_batch(mode: str) -> int:
+    """Rows per forward of a mode: ``row`` is 1, ``sortedN`` is N."""
+    return 1 if mode == "row" else int(mode.removeprefix("sorted"))
+
+
+def load_model(folder: Path, task: str, *, quantize: str | None = None, dtype: str | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) in eval mode; optional dynamic int8 (Linear) or a torch dtype."""
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    auto = (transformers.AutoModelForSequenceClassification if task == "text-classification"
+            else transformers.AutoModel)
+    model = auto.from_pretrained(str(folder)).eval()
+    if quantize == "int8":
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    if dtype:
+        model = model.to(getattr(torch, dtype))
+    return model, transformers.AutoTokenizer.from_pretrained(str(folder))
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids per text (truncated, unpadded), in one batched call."""
+    return tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)["input_ids"]
+
+
+def _outputs(model: Any, task: str, ids: Any, mask: Any) -> Any:
+    out = model(input_ids=ids, attention_mask=mask)
+    if task == "text-classification":
+        return out.logits.float().softmax(-1)
+    hidden = out.last_hidden_state.float()  # mean pooling, as sentence-transformers
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+    return torch_normalize(pooled)
+
+
+def torch_normalize(x: Any) -> Any:
+    """L2-normalise rows."""
+    import torch
+
+    return torch.nn.functional.normalize(x, p=2, dim=1)
+
+
+def forward_all(model: Any, task: str, ids: list[list[int]], batch: int, keep: bool = False) -> list[Any]:
+    """Run the model over every row: one at a time (batch 1) or in length-sorted batches.
+
+    Returns the per-row outputs (scores or embeddings) in input order when ``keep``.
+    """
+    import torch
+
+    results: list[Any] = [None] * len(ids)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i])) if batch > 1 else list(range(len(ids)))
+    with torch.inference_mode():
+        for start in range(0, len(order), batch):
+            chunk = order[start : start + batch]
+            width = max(len(ids[i]) for i in chunk)
+            input_ids = torch.zeros((len(chunk), width), dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, i in enumerate(chunk):
+                input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
+                mask[row, : len(ids[i])] = 1
+            out = _outputs(model, task, input_ids, mask)
+            if keep:
+                for row, i in enumerate(chunk):
+                    results[i] = out[row].tolist()
+    return results
+
+
+def _child(folder: str, task: str, texts: list[str], modes: list[str], max_length: int,
+           barrier: Any, queue: Any) -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    import torch
+
+    torch.set_num_threads(1)
+    model, tokenizer = load_model(Path(folder), task)
+    forward_all(model, task, tokenize(tokenizer, texts[:4], max_length), 4)  # warm-up
+    for mode in modes:
+        barrier.wait()
+        start = time.perf_counter()
+        ids = tokenize(tokenizer, texts, max_length)
+        forward_all(model, task, ids, mode_batch(mode))
+        end = time.perf_counter()
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        queue.put((mode, start, end, sum(len(i) for i in ids), rss))
+
+
+def run_ceiling(folder: Path, task: str, texts: Sequence[str], *, cores: int, modes: Sequence[str],
+                max_length: int) -> dict[str, CeilingResult]:
+    """Time each mode with ``cores`` processes (spawned, one torch thread each)."""
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(cores)
+    queue = ctx.Queue()
+    shares = [list(texts[i::cores]) for i in range(cores)]
+    procs = [ctx.Process(target=_child, args=(str(folder), task, share, list(modes), max_length,
+                                               barrier, queue)) for share in shares]
+    for p in procs:
+        p.start()
+    got: dict[str, list[tuple]] = {m: [] for m in modes}
+    for _ in range(cores * len(modes)):
+        mode, start, end, tokens, rss = queue.get(timeout=3600)
+        got[mode].append((start, end, tokens, rss))
+    for p in procs:
+        p.join()
+        if p.exitcode:
+            raise RuntimeError(f"ceiling process failed with exit code {p.exitcode}")
+    out = {}
+    for mode, parts in got.items():
+        seconds = max(e for _, e, _, _ in parts) - min(s for s, _, _, _ in parts)
+        out[mode] = CeilingResult(mode, seconds, len(texts), sum(t for _, _, t, _ in parts),
+                                  max(r for _, _, _, r in parts), cores)
+    return out

@@ -1,0 +1,250 @@
+"""The ``hfspark`` command: run, validate and inspect.
+
+Usage::
+
+    hfspark run conf/embeddings.yaml [--set run.chunk_rows=500 ...]   # embedded local Spark + Delta
+    hfspark validate conf/embeddings.yaml                            # conf, input schema, models
+    hfspark inspect /models/minilm                                   # a saved model's metadata
+
+Exit codes: 0 done, 1 the job failed, 2 invalid configuration or arguments,
+3 the error budget was exceeded. Failures print one line: ``hfspark: error: <reason>``.
+
+Example:
+    >>> from hfspark.cli import main
+    >>> main(["validate", "conf/embeddings.yaml"])
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_CONFIG", "EXIT_BUDGET"]
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUDGET = 0, 1, 2, 3
+log = logging.getLogger("hfspark.jobs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``hfspark`` command."""
+    parser = argparse.ArgumentParser(
+        prog="hfspark", description="Hugging Face transformers batch inference on Apache Spark.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def job_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("conf", help="job configuration (YAML)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a setting, e.g. --set run.chunk_rows=500 (repeatable; "
+                            "values are YAML scalars)")
+
+    run = sub.add_parser("run", help="run a batch job (read -> infer -> write)")
+    job_args(run)
+    run.add_argument("--progress", choices=["auto", "bar", "log", "off"],
+                     help="progress display (default: the conf's run.progress)")
+    val = sub.add_parser("validate", help="check a job: conf, input schema and models, no inference")
+    job_args(val)
+    val.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ins = sub.add_parser("inspect", help="show a saved model's task, schemas, size, hash and versions")
+    ins.add_argument("uri", help="model URI (folder, file://, s3://, models:/, pypi://PACKAGE)")
+    ins.add_argument("--task", help="task, for a plain transformers folder")
+    ins.add_argument("--json", action="store_true", help="print as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, embedded: bool = True) -> int:
+    """Run the ``hfspark`` command; returns the exit code.
+
+    Args:
+        argv: arguments (default: ``sys.argv[1:]``).
+        embedded: start the embedded local Spark; ``False`` uses the session of
+            ``spark-submit`` (see ``jobs/run_job.py``).
+    """
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("py4j", "urllib3", "matplotlib", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from hfspark.errors import (
+        ConfigError,
+        HfSparkError,
+        InputSchemaError,
+        ModelValidationError,
+        UnknownTaskError,
+    )
+
+    try:
+        if args.command == "run":
+            return _run(args, embedded)
+        if args.command == "validate":
+            return _validate(args, embedded)
+        return _inspect(args)
+    except (ConfigError, InputSchemaError, UnknownTaskError, ModelValidationError) as e:
+        _fail(str(e))
+        return EXIT_CONFIG
+    except HfSparkError as e:
+        _fail(str(e))
+        return EXIT_FAILED
+    except Exception as e:  # noqa: BLE001 - one line for the user, the traceback with -v
+        log.debug("failed", exc_info=True)
+        from hfspark.jobs.runner import one_line
+
+        _fail(one_line(e))
+        return EXIT_FAILED
+
+
+def _fail(reason: str) -> None:
+    first, *rest = reason.strip().splitlines() or ["failed"]
+    if rest and first.endswith(":"):  # multi-line config errors: keep them whole
+        print(f"hfspark: error: {reason.strip()}", file=sys.stderr)
+    else:
+        print(f"hfspark: error: {first}", file=sys.stderr)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from hfspark.jobs.loader import load_config
+
+    return load_config(args.conf, args.overrides)
+
+
+def _run(args: argparse.Namespace, embedded: bool) -> int:
+    from hfspark.jobs.runner import job_session, run_job
+
+    job = _load(args)
+    if args.progress:
+        job = job.model_copy(update={"run": job.run.model_copy(update={"progress": args.progress})})
+    spark = job_session(job, embedded)
+    report = run_job(job, spark, source=args.conf, raise_on_error=False)
+    if report.status != "succeeded":
+        _fail(report.reason or report.status)
+        if report.paths:
+            print(f"report: {report.paths.get('markdown')}", file=sys.stderr)
+        return EXIT_BUDGET if report.status == "error_budget_exceeded" else EXIT_FAILED
+    _print_result(spark, job, report)
+    return EXIT_OK
+
+
+def _print_result(spark: Any, job: Any, report: Any) -> None:
+    out, rows = report.output, report.rows
+    version = f" (Delta version {out['version']})" if "version" in out else ""
+    print(f"wrote {rows['written']} rows to {out.get('format')} {out.get('location')}{version}")
+    print(f"the output holds {out.get('rows', '?')} rows; {rows['already_done']} were there "
+          f"before this run; {rows['errors']} rows with errors; {report.rows_per_s:.1f} rows/s")
+    cols = out.get("columns") or {}
+    if cols:
+        print("columns:")
+        for name, dtype in cols.items():
+            print(f"  {name}: {dtype if len(dtype) <= 100 else dtype[:97] + '...'}")
+    try:
+        from hfspark.jobs.storage import read_output
+
+        df = read_output(spark, job.output)
+        if df is not None and cols:
+            keep = [c for c in df.columns if not c.startswith("_")][:4]
+            print("sample:")
+            for row in df.select(*keep).limit(3).collect():
+                print("  " + ", ".join(f"{k}={_short(v)}" for k, v in row.asDict().items()))
+    except Exception:  # noqa: BLE001 - the sample is only a courtesy
+        pass
+    if report.paths:
+        print(f"report: {report.paths.get('markdown')}")
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value.asDict(recursive=True) if hasattr(value, "asDict") else value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _validate(args: argparse.Namespace, embedded: bool) -> int:
+    from hfspark.jobs.runner import job_session
+    from hfspark.jobs.validate import format_summary, validate_job
+
+    job = _load(args)
+    spark = job_session(job, embedded)
+    summary = validate_job(job, spark)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    if not args.json:
+        print(f"{args.conf}: OK")
+    return EXIT_OK
+
+
+def inspect_model(uri: str, task: str | None = None) -> dict[str, Any]:
+    """A saved model's task, input/output schemas, size, hash and versions (no weights loaded).
+
+    Example:
+        >>> inspect_model("/models/minilm")["task"]
+        'feature-extraction'
+    """
+    from hfspark.flavor import read_info
+    from hfspark.jobs.models import resolve_uri
+    from hfspark.tasks import get_task
+
+    info = read_info(resolve_uri(uri, task), task=task)
+    adapter = get_task(info.task)(dict(info.inference_config))
+    root = Path(info.root)
+    files = [p for p in root.rglob("*") if p.is_file()]
+    found_versions = _find_versions(info.metadata)
+    return {
+        "uri": uri,
+        "root": str(root),
+        "flavor": info.flavor,
+        "task": info.task,
+        "input": {f: list(adapter.input_types.get(f, ("string",))) for f in adapter.input_fields},
+        "optional_inputs": list(adapter.optional_fields),
+        "output": adapter.output_type().simpleString(),
+        "inference_config": dict(info.inference_config),
+        "components": {k: str(v) for k, v in info.components.items()},
+        "torch_dtype": info.torch_dtype,
+        "size_bytes": sum(p.stat().st_size for p in files),
+        "files": len(files),
+        "content_hash": info.content_hash,
+        "versions": found_versions,
+    }
+
+
+def _find_versions(meta: Any, prefix: str = "") -> dict[str, str]:
+    """Every ``*version*`` entry in the model metadata (e.g. transformers, torch, mlflow)."""
+    out: dict[str, str] = {}
+    if isinstance(meta, dict):
+        for key, value in meta.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                if "version" in str(key).lower():
+                    out.update({str(k): str(v) for k, v in value.items()
+                                if v is not None and not isinstance(v, dict)})
+                out.update(_find_versions(value, f"{name}."))
+            elif "version" in str(key).lower() and value is not None:
+                out[name] = str(value)
+    return out
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    data = inspect_model(args.uri, args.task)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    size = data["size_bytes"]
+    print(f"model:   {data['uri']}")
+    print(f"folder:  {data['root']} ({data['flavor']} flavor)")
+    print(f"task:    {data['task']}")
+    print("input:   " + ", ".join(f"{k} ({' | '.join(v)})" for k, v in data["input"].items()))
+    print(f"output:  {data['output']}")
+    print(f"size:    {size / 1e6:.1f} MB in {data['files']} files")
+    print(f"hash:    {data['content_hash']}")
+    if data["torch_dtype"]:
+        print(f"dtype:   {data['torch_dtype']}")
+    if data["inference_config"]:
+        print(f"options: {json.dumps(data['inference_config'])}")
+    for name, version in data["versions"].items():
+        print(f"version: {name} {version}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

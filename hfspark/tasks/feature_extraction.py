@@ -1,0 +1,117 @@
+"""Feature extraction / sentence embeddings: one vector per text.
+
+Input: a string column. Output: ``array<float>``, one pooled vector per row (not the token
+matrix transformers' feature-extraction pipeline returns). ``pooling`` is ``mean`` (over real
+tokens, weighted by the attention mask), ``cls`` (the first token) or ``max`` (over real
+tokens); None reads the model's sentence-transformers ``1_Pooling/config.json`` when the
+folder has one, else ``mean``. ``normalize`` (default True) scales vectors to unit L2 norm, so
+a dot product is a cosine similarity. ``max_length`` None reads sentence-transformers'
+``max_seq_length`` (256 for all-MiniLM-L6-v2), else the model's limit capped at 512.
+
+With mean pooling and normalization this is what sentence-transformers computes for
+all-MiniLM-L6-v2 and similar models.
+
+Example:
+    >>> adapter = FeatureExtraction({"pooling": "mean"})
+    >>> loaded = adapter.load(minilm_folder, {}, "cpu", None)
+    >>> vectors = adapter.forward(loaded, adapter.prepare(loaded, ["I like food"]))
+    >>> len(vectors[0])
+    384
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+
+from hfspark.tasks._text import (
+    call_model,
+    collate,
+    encode,
+    read_json,
+    require_text,
+    resolve_max_length,
+)
+from hfspark.tasks.base import LoadedModel, TaskAdapter, TaskOptions
+
+if TYPE_CHECKING:
+    from pyspark.sql.types import DataType
+
+__all__ = ["FeatureExtraction", "FeatureExtractionOptions", "pool"]
+
+Pooling = Literal["mean", "cls", "max"]
+
+
+class FeatureExtractionOptions(TaskOptions):
+    """Options of ``feature-extraction``.
+
+    Attributes:
+        pooling: ``mean`` | ``cls`` | ``max`` (None: the model's sentence-transformers config, else mean).
+        normalize: L2-normalize each vector.
+        max_length: longest input in tokens (None: see the module docs).
+    """
+
+    pooling: Pooling | None = None
+    normalize: bool = True
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
+    """Pool ``(batch, tokens, dim)`` hidden states into ``(batch, dim)``; padding never counts."""
+    if how == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    if how == "max":
+        return hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
+class FeatureExtraction(TaskAdapter):
+    """Adapter of ``feature-extraction`` (aliases ``sentence-embeddings``, ``embeddings``)."""
+
+    name = "feature-extraction"
+    auto_model = "AutoModel"
+    architectures = ()
+    result_field = "embedding"
+    Options = FeatureExtractionOptions
+    options: FeatureExtractionOptions
+
+    def output_type(self) -> DataType:
+        from pyspark.sql.types import ArrayType, FloatType
+
+        return ArrayType(FloatType())
+
+    def load(self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any) -> LoadedModel:
+        loaded = super().load(model_dir, components, device, dtype)
+        folders = [Path(model_dir), components.get("tokenizer")]
+        st_config = read_json(folders, "sentence_bert_config.json") or {}
+        pooling = self.options.pooling
+        if pooling is None:
+            st_pool = read_json(folders, "1_Pooling/config.json") or {}
+            pooling = next(
+                (name for name in ("cls", "max", "mean") if st_pool.get(f"pooling_mode_{name}_token")
+                 or st_pool.get(f"pooling_mode_{name}_tokens")),
+                "mean",
+            )
+        default = st_config.get("max_seq_length") or 512
+        loaded.extras.update(
+            pooling=pooling, max_length=resolve_max_length(loaded, self.options.max_length, default)
+        )
+        return loaded
+
+    def convert(self, value: Any) -> str:
+        return require_text(value)
+
+    def prepare(self, loaded: LoadedModel, items: list[str]) -> list[dict]:
+        return encode(loaded.tokenizer, items, max_length=loaded.extras["max_length"])
+
+    def forward(self, loaded: LoadedModel, features: list[dict]) -> list[list[float]]:
+        batch = collate(loaded, features)
+        out = call_model(loaded, batch)
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        vectors = pool(hidden.float(), batch["attention_mask"], loaded.extras["pooling"])
+        if self.options.normalize:
+            vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
+        return vectors.cpu().tolist()
