@@ -21,12 +21,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MAX_LENGTH", "BenchModel", "minilm_dir", "prepare_models", "weights_file"]
+__all__ = ["MAX_LENGTH", "MLFLOW_CONFIG", "BenchModel", "minilm_dir", "prepare_models", "weights_file"]
 
 MAX_LENGTH = 256
 SEED = 0
 NUM_LABELS = 3
 _VERSION = "v1"  # bump to rebuild cached folders
+#: the inference config saved with the MLflow model (tokenizer limit is MAX_LENGTH).
+MLFLOW_CONFIG = {"truncation": True, "batch_size": 1}
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,13 @@ def prepare_models(work: Path, tasks: list[str]) -> dict[str, BenchModel]:
             import mlflow.transformers
 
             shutil.rmtree(model.mlflow, ignore_errors=True)
-            mlflow.transformers.save_model(_components(task, model.folder), str(model.mlflow),
-                                           task=task)
+            # model_config must hold every key spark_udf may override later (MLflow ignores
+            # new keys); batch_size 1 is the pipeline's own default. Explicit requirements:
+            # MLflow's inference of them imports torchvision, which is not installed.
+            mlflow.transformers.save_model(
+                _components(task, model.folder), str(model.mlflow), task=task,
+                model_config=MLFLOW_CONFIG, pip_requirements=["transformers", "torch"],
+            )
             (base / ".complete").write_text(task)
         out[task] = model
     return out

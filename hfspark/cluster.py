@@ -50,6 +50,7 @@ __all__ = [
     "submit",
     "submit_command",
     "spark_home",
+    "process_tree",
     "still_running",
 ]
 
@@ -159,7 +160,7 @@ def _stat(pid: int) -> tuple[str, int, int] | None:
     return fields[0], int(fields[1]), int(fields[19])
 
 
-def _process_tree(roots: Sequence[int]) -> dict[int, int]:
+def process_tree(roots: Sequence[int]) -> dict[int, int]:
     """Every live process among ``roots`` and their descendants, as pid -> start time."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
@@ -202,7 +203,7 @@ def _killpg(pid: int, sig: int) -> None:
 
 def _stop(procs: Sequence[subprocess.Popen], grace: float = 15.0) -> None:
     """SIGTERM each process group, SIGKILL after ``grace`` s, then any descendant that escaped."""
-    tree = _process_tree([p.pid for p in procs])
+    tree = process_tree([p.pid for p in procs])
     for proc in procs:
         _killpg(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
@@ -284,7 +285,7 @@ class _Servers:
 
     def process_tree(self) -> dict[int, int]:
         """Every live process started here and its descendants (executors, Python workers)."""
-        return _process_tree([p.pid for p in self._procs])
+        return process_tree([p.pid for p in self._procs])
 
     def stop(self) -> None:
         """Stop everything started here (process groups, then stray descendants); idempotent."""
@@ -543,9 +544,9 @@ def submit(app: str | Path, args: Sequence[str] = (), *, master: str = "local[2]
     finally:
         with _LIVE_LOCK:
             _LIVE.pop(proc.pid, None)
-    if check and proc.returncode != 0:
-        raise ClusterError(f"spark-submit {app} exited with code {proc.returncode}; "
-                           f"stderr tail:\n{_tail_text(err)}")
+    if check and proc.returncode != 0:  # a Python driver's traceback lands in stdout
+        raise ClusterError(f"spark-submit {app} exited with code {proc.returncode}; stdout "
+                           f"tail:\n{_tail_text(out, 20)}\nstderr tail:\n{_tail_text(err)}")
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 

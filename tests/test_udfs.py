@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from hfspark.errors import ConfigError, InputSchemaError, UnknownTaskError
@@ -180,16 +181,16 @@ def test_driver_side_validation(spark, saved):
         register(spark, "drop table x;--", saved["text-classification"])
 
 
+def _threads(x: pd.Series) -> pd.Series:
+    from hfspark.udfs.executor import set_torch_threads
+
+    return pd.Series([set_torch_threads()] * len(x))
+
+
 def test_torch_threads_follow_task_cpus(spark):
-    import pandas as pd
     from pyspark.sql.functions import pandas_udf
 
-    @pandas_udf("int")
-    def threads(x: pd.Series) -> pd.Series:
-        from hfspark.udfs.executor import set_torch_threads
-
-        return pd.Series([set_torch_threads()] * len(x))
-
+    threads = pandas_udf(_threads, "int")  # type: ignore[call-overload]
     got = {r[0] for r in spark.range(4).select(threads("id")).collect()}
     assert got == {int(spark.conf.get("spark.task.cpus", "1"))}
 

@@ -1,5 +1,16 @@
-"""The hfspark flavor: save and load transformers models in an MLflow-compatible layout."""
+"""The hfspark flavor: save and load transformers models in an MLflow-compatible layout.
 
-from hfspark.flavor.info import ModelInfo
+Example:
+    >>> from hfspark.flavor import save_model, read_info, load_model
+    >>> save_model(pipe, "/models/sentiment")                 # or s3://..., a dict, a folder
+    >>> read_info("/models/sentiment").task                   # no weights loaded
+    'text-classification'
+    >>> load_model("/models/sentiment")("I love it")          # a transformers pipeline
+"""
 
-__all__ = ["ModelInfo"]
+from hfspark.flavor.info import ModelInfo, read_info
+from hfspark.flavor.load import load_model
+from hfspark.flavor.save import save_model
+from hfspark.flavor.store import resolve_local
+
+__all__ = ["ModelInfo", "load_model", "read_info", "resolve_local", "save_model"]

@@ -104,7 +104,7 @@ class PyfuncKey:
     LOADER_MODULE = "loader_module"
     PYTHON_VERSION = "python_version"
     ENV = "env"
-    MODEL_CONFIG = "model_config"
+    MODEL_CONFIG = "config"  # pyfunc model_config (MLflow writes it as "config")
     FLAVORS = "flavors"
     METADATA = "metadata"
     PROMPT_TEMPLATE = "prompt_template"  # in ``metadata`` (where MLflow reads it)

@@ -57,6 +57,7 @@ from hfspark.flavor.taskinfo import (
     mlflow_task_name,
     required_components,
     task_schema,
+    translation_defaults,
 )
 from hfspark.flavor.validate import (
     check_architecture,
@@ -141,7 +142,8 @@ def save_model(
     check_architecture(canonical, source.config, f"{source.source_name or 'model'} config")
     check_components(canonical, source.components, source.source_name or "model")
     check_prompt_template(prompt_template, canonical)
-    options = check_inference_config(canonical, inference_config)
+    options = check_inference_config(
+        canonical, translation_defaults(canonical, task, inference_config or {}))
     dtype = md.mlflow_dtype(torch_dtype or source.dtype)
 
     if remote:
@@ -252,7 +254,8 @@ def _pipeline_class(mlflow_task: str, task: str) -> str:
     supported, aliases = _pipelines()
     entry = supported.get(aliases.get(mlflow_task, mlflow_task))
     if entry is not None:
-        return entry["impl"].__name__
+        impl = entry["impl"]  # a class, or its dotted name (transformers 5 imports lazily)
+        return impl.rsplit(".", 1)[-1] if isinstance(impl, str) else impl.__name__
     return PIPELINE_CLASSES.get(task, "Pipeline")
 
 

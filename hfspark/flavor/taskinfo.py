@@ -36,6 +36,8 @@ __all__ = [
     "infer_task",
     "task_schema",
     "check_inference_config",
+    "known_options",
+    "translation_defaults",
 ]
 
 _log = logging.getLogger(__name__)
@@ -155,6 +157,25 @@ def mlflow_task_name(task: str, requested: str | None = None) -> str:
         if key.startswith("translation_") and "_to_" in key:
             return key
     return str(_attr(task, "mlflow_task", None) or task)
+
+
+def translation_defaults(
+    task: str, requested: str | None, options: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Fill ``source_lang``/``target_lang`` from a ``translation_en_to_fr`` task name.
+
+    Only when the adapter has those options and the caller did not set them.
+    """
+    out = dict(options)
+    name = mlflow_task_name(task, requested) if requested else ""
+    if not name.startswith("translation_") or "_to_" not in name:
+        return out
+    src, tgt = name.removeprefix("translation_").split("_to_", 1)
+    fields = getattr(getattr(adapter_class(task), "Options", None), "model_fields", {}) or {}
+    for key, value in (("source_lang", src), ("target_lang", tgt)):
+        if key in fields and out.get(key) is None:
+            out[key] = value
+    return out
 
 
 def _arch_names(names: Any) -> list[str]:

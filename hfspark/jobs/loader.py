@@ -30,6 +30,7 @@ from hfspark.jobs.config import JobConfig
 
 __all__ = ["Mark", "load_config", "parse_config", "parse_yaml", "apply_override", "interpolate"]
 
+_MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
 _ENV = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 #: maps whose keys may contain dots (``--set spark.conf.spark.sql.shuffle.partitions=4``).
 _FLAT_MAPS = {("spark", "conf"), ("input", "options"), ("output", "options")}
@@ -93,6 +94,8 @@ def parse_yaml(text: str, source: str, env: Mapping[str, str] | None = None) -> 
         def build(n: yaml.Node, path: tuple) -> Any:
             mark = Mark(source, n.start_mark.line + 1, n.start_mark.column + 1)
             marks.setdefault(path, mark)
+            if isinstance(n, yaml.CollectionNode) and n.tag not in (_MAP, _SEQ):
+                return loader.construct_object(n, deep=True)  # !!set, !!omap; unsafe tags raise
             if isinstance(n, yaml.MappingNode):
                 loader.flatten_mapping(n)
                 out: dict[Any, Any] = {}
@@ -133,8 +136,16 @@ def _yaml_scalar(text: str) -> Any:
     return value if isinstance(value, (str, int, float, bool)) or value is None else text
 
 
+def _yaml_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
 def apply_override(data: dict, override: str, marks: Marks | None = None) -> None:
-    """Apply one ``key.sub=value`` override in place (value parsed as a YAML scalar).
+    """Apply one ``key.sub=value`` override in place (value parsed with ``yaml.safe_load``:
+    ``5`` is an int, ``true`` a bool, ``[a, b]`` a list, anything else a string).
 
     List items are addressed by index or, for ``models``, by step name
     (``models.embed.options.batch_size=64``). Keys of ``spark.conf``, ``input.options``
@@ -146,7 +157,7 @@ def apply_override(data: dict, override: str, marks: Marks | None = None) -> Non
     parts = [p for p in key.strip().split(".")]
     if not all(parts):
         raise ConfigError(f"--set {override!r}: empty key part in {key!r}")
-    value = _yaml_scalar(raw) if raw.strip() else ""
+    value = _yaml_value(raw) if raw.strip() else ""
     node: Any = data
     path: list[Any] = []
     i = 0

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from hfspark.errors import RowError
+from hfspark.errors import InputSchemaError, RowError
 from hfspark.tasks.base import TaskOptions
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "AudioOptions",
     "AUDIO_FIELDS",
     "AUDIO_TYPES",
+    "check_audio_input",
     "convert_audio",
     "decode_audio",
     "resample",
@@ -72,6 +73,28 @@ class Audio:
         return len(self.samples) / self.sampling_rate
 
 
+def check_audio_input(task: str, types: Sequence[Any]) -> None:
+    """On the driver: a struct audio column must be ``struct<array array<float>, sampling_rate int>``.
+
+    Raises:
+        InputSchemaError: naming the missing or mistyped field and how to build the struct.
+    """
+    from pyspark.sql.types import ArrayType, DoubleType, FloatType, IntegralType, StructType
+
+    if len(types) != 1 or not isinstance(types[0], StructType):
+        return
+    fields = {f.name: f.dataType for f in types[0].fields}
+    array, rate = fields.get("array"), fields.get("sampling_rate")
+    if not (isinstance(array, ArrayType) and isinstance(array.elementType, (FloatType, DoubleType))
+            and isinstance(rate, IntegralType)):
+        raise InputSchemaError(
+            f"Task {task!r}: a struct audio input must be struct<array array<float>, "
+            f"sampling_rate int>, got {types[0].simpleString()}. Build it with "
+            f"F.struct(F.col('samples').alias('array'), F.lit(16000).alias('sampling_rate')), "
+            f"or pass the audio file bytes (binary)."
+        )
+
+
 def convert_audio(value: Any, max_duration_s: float | None = None) -> Audio:
     """One row's audio (file bytes or ``{array, sampling_rate}``) -> a checked mono :class:`Audio`."""
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -86,7 +109,7 @@ def convert_audio(value: Any, max_duration_s: float | None = None) -> Audio:
     if audio.samples.size == 0:
         raise RowError("the audio is empty (0 samples)")
     if not np.isfinite(audio.samples).all():
-        raise RowError("the audio holds NaN or infinite samples")
+        raise RowError("the audio holds NaN, infinite or null samples")
     if max_duration_s is not None and audio.duration_s > max_duration_s:
         raise RowError(f"the audio lasts {audio.duration_s:.1f} s, over max_duration_s={max_duration_s}")
     return audio
@@ -200,14 +223,24 @@ def extract(feature_extractor: Any, samples: np.ndarray) -> np.ndarray:
 
 
 def model_batches(
-    model: Any, feature_extractor: Any, inputs: Sequence[np.ndarray], device: Any, dtype: Any = None
+    model: Any, feature_extractor: Any, inputs: Sequence[np.ndarray], device: Any, dtype: Any = None,
+    max_rows: int | None = None,
 ) -> Iterator[tuple[list[int], dict[str, Any]]]:
     """Group per-row model inputs into model calls that padding cannot bias.
 
     Yields ``(row indices, model kwargs)``. Rows of equal shape are stacked; 1-D inputs of
     different lengths are right-padded with an attention mask only when the model masks
-    padding exactly (see :func:`_can_pad`), else run in equal-length groups.
+    padding exactly (see :func:`_can_pad`), else run in equal-length groups. ``max_rows``
+    caps the rows of one call (the chunks of a long recording).
     """
+    if max_rows is not None and len(inputs) > max_rows:
+        for start in range(0, len(inputs), max_rows):
+            part = list(range(start, min(start + max_rows, len(inputs))))
+            for rows, kwargs in model_batches(
+                model, feature_extractor, [inputs[i] for i in part], device, dtype
+            ):
+                yield [part[r] for r in rows], kwargs
+        return
     import torch
 
     name = getattr(model, "main_input_name", "input_values")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import string
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,8 @@ class GenerationOptions(TaskOptions):
         repetition_penalty: >1 discourages repeats (1.0: none).
         truncate_prompt: cut an over-long input instead of failing the row.
         max_length: most input (prompt) tokens (default: what the model can take).
+        prompt_template: wraps string inputs, MLflow-style: a format string with exactly one
+            ``{prompt}`` field (literal braces written ``{{`` and ``}}``).
     """
 
     max_new_tokens: int | None = Field(default=None, ge=1)
@@ -73,6 +76,32 @@ class GenerationOptions(TaskOptions):
     repetition_penalty: float | None = Field(default=None, gt=0)
     truncate_prompt: bool = False
     max_length: int | None = Field(default=None, ge=1)
+    prompt_template: str | None = None
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _one_prompt_field(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+        except ValueError as e:
+            raise ValueError(f"prompt_template is not a valid format string ({e})") from e
+        if fields != ["prompt"]:
+            raise ValueError(
+                f"prompt_template must hold '{{prompt}}' exactly once and no other field, got "
+                f"{fields or 'none'}; write literal braces as '{{{{' and '}}}}'"
+            )
+        return value
+
+    def render(self, text: str) -> str:
+        """``text`` put into ``prompt_template`` (unchanged without a template).
+
+        Example:
+            >>> GenerationOptions(prompt_template="Q: {prompt} {{A}}:").render("hi")
+            'Q: hi {A}:'
+        """
+        return self.prompt_template.format(prompt=text) if self.prompt_template else text
 
     @field_validator("stop", mode="before")
     @classmethod

@@ -98,6 +98,13 @@ class TaskAdapter(ABC):
     result_field: ClassVar[str] = "result"
     #: the options model of the task.
     Options: ClassVar[type[TaskOptions]] = TaskOptions
+    #: most rows converted and sorted together (media tasks hold decoded audio/images).
+    max_sort_window: ClassVar[int] = 4096
+
+    @classmethod
+    def auto_model_for(cls, config: Any) -> str:
+        """The Auto class for this model's config (e.g. CTC vs seq2seq speech models)."""
+        return cls.auto_model
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         try:
@@ -160,8 +167,10 @@ class TaskAdapter(ABC):
     def load(self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any) -> LoadedModel:
         """Load the model with :attr:`auto_model` and its processors; no remote code, no pickle."""
         import transformers
+        from transformers import AutoConfig
 
-        auto = getattr(transformers, self.auto_model)
+        config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False)
+        auto = getattr(transformers, self.auto_model_for(config))
         kwargs: dict[str, Any] = {"trust_remote_code": False, "use_safetensors": True}
         if dtype is not None:
             kwargs["dtype"] = dtype

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from pydantic import PositiveInt
+from pydantic import PositiveInt, field_validator
 
 from hfspark.errors import ConfigError, ModelValidationError, RowError
 from hfspark.tasks._text import call_model, collate, require_text, resolve_max_length, split_rows
@@ -53,6 +53,11 @@ class FillMaskOptions(TaskOptions):
     top_k: PositiveInt = 5
     targets: tuple[str, ...] | None = None
     allow_multiple_masks: bool = False
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _one_target(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
 
 
 class FillMask(TaskAdapter):
@@ -177,16 +182,15 @@ class FillMask(TaskAdapter):
 
 def _window(feat: dict, mask: int, max_length: int) -> None:
     """Cut a too-long row to ``max_length`` tokens: its leading/trailing specials + text around ``mask``."""
-    special = feat["special_tokens_mask"]
-    n = len(special)
-    head = next((i for i, s in enumerate(special) if not s), n)
-    tail = n - next((i for i, s in enumerate(reversed(special)) if not s), n)
+    text = np.flatnonzero(np.asarray(feat["special_tokens_mask"]) == 0)  # non-special positions
+    n = len(feat["special_tokens_mask"])
+    head, tail = int(text[0]), int(text[-1]) + 1
     room = max_length - head - (n - tail)
     start = min(max(head, mask - room // 2), tail - room)
-    keep = [*range(head), *range(start, start + room), *range(tail, n)]
-    for key, values in feat.items():
+    keep = np.r_[0:head, start : start + room, tail:n]
+    for key, values in list(feat.items()):
         if isinstance(values, list) and len(values) == n:
-            feat[key] = [values[i] for i in keep]
+            feat[key] = np.asarray(values)[keep].tolist()
 
 
 def _target_ids(tok: Any, targets: tuple[str, ...]) -> list[int]:

@@ -162,8 +162,9 @@ class QuestionAnswering(TaskAdapter):
         out = call_model(loaded, batch)
         ids = batch["input_ids"]
         ctx = _pad_bool([w["in_context"] for w in windows], ids.shape[1], ids.device)
-        cls = ids == loaded.tokenizer.cls_token_id if loaded.tokenizer.cls_token_id is not None else ctx & False
-        allowed = (ctx | cls) & batch["attention_mask"].bool()
+        cls_id = loaded.tokenizer.cls_token_id
+        allowed = ctx | (ids == cls_id) if cls_id is not None else ctx  # CLS joins the softmax
+        allowed = allowed & batch["attention_mask"].bool()
         p_start = out.start_logits.float().masked_fill(~allowed, _MASKED).softmax(dim=-1)
         p_end = out.end_logits.float().masked_fill(~allowed, _MASKED).softmax(dim=-1)
         null = p_start[:, 0] * p_end[:, 0]

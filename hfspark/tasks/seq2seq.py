@@ -59,7 +59,7 @@ class Seq2SeqOptions(GenerationOptions):
 
     Attributes:
         prefix: text put before every input (e.g. ``"summarize: "``); default: the model's
-            task-specific prefix, if any.
+            task-specific prefix, if any. It goes before the ``prompt_template``'s text.
         truncate_prompt: keep the beginning of an over-long input instead of failing the row.
     """
 
@@ -119,7 +119,7 @@ class Seq2SeqGeneration(TaskAdapter):
     def convert(self, value: Any) -> str:
         if not isinstance(value, str):
             raise RowError(f"task {self.name!r} takes a string, got {type(value).__name__}")
-        return value
+        return self.options.render(value)
 
     def prepare(self, loaded: LoadedModel, items: list[str]) -> list[dict[str, Any]]:
         tok, ex = loaded.tokenizer, loaded.extras

@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -31,6 +31,7 @@ from hfspark.tasks._audio import (
     AUDIO_TYPES,
     Audio,
     AudioOptions,
+    check_audio_input,
     convert_audio,
     extract,
     min_samples,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["SpeechRecognition", "SpeechRecognitionOptions"]
 
 _DEFAULT_CHUNK_S = 30.0
+_MIN_CALL_ROWS = 8
 
 
 class SpeechRecognitionOptions(AudioOptions):
@@ -83,6 +85,7 @@ class SpeechRecognitionOptions(AudioOptions):
 class SpeechRecognition(TaskAdapter):
     """Speech to text with Whisper-style seq2seq models or CTC models, chosen by the config."""
 
+    max_sort_window: ClassVar[int] = 256  # decoded media is large: sort fewer rows at once
     name: ClassVar[str] = "automatic-speech-recognition"
     auto_model: ClassVar[str] = "AutoModelForSpeechSeq2Seq"  # or AutoModelForCTC, see load()
     architectures: ClassVar[tuple[str, ...]] = (
@@ -104,10 +107,15 @@ class SpeechRecognition(TaskAdapter):
         ])
         return StructType([StructField("text", StringType()), StructField("chunks", ArrayType(chunk))])
 
+    @classmethod
+    def auto_model_for(cls, config: Any) -> str:
+        """CTC models (wav2vec2...) load with AutoModelForCTC, the others as speech seq2seq."""
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES
+
+        return "AutoModelForCTC" if config.model_type in MODEL_FOR_CTC_MAPPING_NAMES else cls.auto_model
+
     def load(self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any) -> LoadedModel:
         kind = _model_kind(model_dir)
-        # the Auto class depends on the model: set it on this instance before loading
-        self.auto_model = "AutoModelForCTC" if kind == "ctc" else "AutoModelForSpeechSeq2Seq"  # type: ignore[misc]
         loaded = super().load(model_dir, components, device, dtype)
         fe, opts = loaded.processor, self.options
         ts = opts.return_timestamps
@@ -118,6 +126,12 @@ class SpeechRecognition(TaskAdapter):
             )
         if kind == "seq2seq" and ts:
             raise ConfigError("only Whisper and CTC models return timestamps")
+        positions = getattr(loaded.model.config, "max_target_positions", None)
+        if kind == "whisper" and opts.max_new_tokens and positions and opts.max_new_tokens > positions - 4:
+            raise ConfigError(
+                f"max_new_tokens={opts.max_new_tokens} is over what this Whisper decoder holds "
+                f"({positions} positions, 4 of them for its prompt)"
+            )
         chunk_s = opts.chunk_length_s or _DEFAULT_CHUNK_S
         if kind == "whisper":
             window = float(getattr(fe, "chunk_length", _DEFAULT_CHUNK_S))
@@ -136,6 +150,10 @@ class SpeechRecognition(TaskAdapter):
             min_samples=min_samples(loaded.model.config) if kind == "ctc" else 1,
         )
         return loaded
+
+    def check_input(self, types: Sequence[DataType]) -> None:
+        super().check_input(types)
+        check_audio_input(self.name, types)
 
     def convert(self, value: Any) -> Audio:
         return convert_audio(value, self.options.max_duration_s)
@@ -157,10 +175,11 @@ class SpeechRecognition(TaskAdapter):
     def forward(self, loaded: LoadedModel, features: list[dict[str, Any]]) -> list[dict[str, Any]]:
         flat = [(i, j) for i, f in enumerate(features) for j in range(len(f["chunks"]))]
         inputs = [extract(loaded.processor, features[i]["chunks"][j]) for i, j in flat]
+        cap = max(_MIN_CALL_ROWS, len(features))  # a long recording's chunks: calls of this size
         if loaded.extras["kind"] == "ctc":
-            per_chunk = self._ctc_tokens(loaded, features, flat, inputs)
+            per_chunk = self._ctc_tokens(loaded, features, flat, inputs, cap)
         else:
-            per_chunk = self._generate(loaded, inputs)
+            per_chunk = self._generate(loaded, inputs, cap)
         by_item: list[list[Any]] = [[] for _ in features]
         for (i, _), tokens in zip(flat, per_chunk, strict=True):
             by_item[i].append(tokens)
@@ -170,7 +189,7 @@ class SpeechRecognition(TaskAdapter):
         return [decode(loaded, f, toks) for f, toks in zip(features, by_item, strict=True)]
 
     # ------------------------------------------------------------------ seq2seq
-    def _generate(self, loaded: LoadedModel, inputs: list[np.ndarray]) -> list[list[int]]:
+    def _generate(self, loaded: LoadedModel, inputs: list[np.ndarray], cap: int) -> list[list[int]]:
         model, opts = loaded.model, self.options
         kwargs: dict[str, Any] = {"num_beams": opts.num_beams, "do_sample": False}
         if opts.max_new_tokens is not None:
@@ -183,7 +202,8 @@ class SpeechRecognition(TaskAdapter):
             if opts.whisper_task is not None:
                 kwargs["task"] = opts.whisper_task
         out: list[list[int]] = [[] for _ in inputs]
-        for rows, model_inputs in model_batches(model, loaded.processor, inputs, loaded.device, loaded.dtype):
+        batches = model_batches(model, loaded.processor, inputs, loaded.device, loaded.dtype, cap)
+        for rows, model_inputs in batches:
             seqs = model.generate(**model_inputs, **kwargs)
             if isinstance(seqs, Mapping) or hasattr(seqs, "sequences"):
                 seqs = seqs["sequences"]
@@ -214,11 +234,12 @@ class SpeechRecognition(TaskAdapter):
     # ---------------------------------------------------------------------- CTC
     def _ctc_tokens(
         self, loaded: LoadedModel, features: list[dict[str, Any]], flat: list[tuple[int, int]],
-        inputs: list[np.ndarray],
+        inputs: list[np.ndarray], cap: int,
     ) -> list[list[int]]:
         model, align = loaded.model, loaded.extras["align"]
         out: list[list[int]] = [[] for _ in inputs]
-        for rows, model_inputs in model_batches(model, loaded.processor, inputs, loaded.device, loaded.dtype):
+        batches = model_batches(model, loaded.processor, inputs, loaded.device, loaded.dtype, cap)
+        for rows, model_inputs in batches:
             logits = model(**model_inputs).logits
             ids = logits.argmax(dim=-1).tolist()
             frames = [logits.shape[1]] * len(rows)

@@ -20,9 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import field_validator
-
-from hfspark.errors import ConfigError, RowError
+from hfspark.errors import ConfigError, InputSchemaError, RowError
 from hfspark.tasks._generation import (
     DEFAULT_MAX_NEW_TOKENS,
     GenerationOptions,
@@ -48,25 +46,11 @@ _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length"
 
 
 class TextGenerationOptions(GenerationOptions):
-    """Options of text-generation.
+    """Options of text-generation (see :class:`GenerationOptions`).
 
-    Attributes:
-        prompt_template: wraps string prompts; must hold ``{prompt}`` exactly once
-            (e.g. ``"Answer briefly.\\nQ: {prompt}\\nA:"``). Chats are not templated.
-        truncate_prompt: keep the last tokens of an over-long prompt instead of failing the row.
+    ``prompt_template`` applies to string prompts only; chats use the chat template.
+    ``truncate_prompt`` keeps the *last* tokens of an over-long prompt.
     """
-
-    prompt_template: str | None = None
-
-    @field_validator("prompt_template")
-    @classmethod
-    def _one_placeholder(cls, value: str | None) -> str | None:
-        if value is not None and value.count("{prompt}") != 1:
-            raise ValueError(
-                f"prompt_template must hold '{{prompt}}' exactly once, it holds it "
-                f"{value.count('{prompt}')} times"
-            )
-        return value
 
 
 class TextGeneration(TaskAdapter):
@@ -83,6 +67,20 @@ class TextGeneration(TaskAdapter):
 
     def output_type(self) -> DataType:
         return generation_output_type()
+
+    def check_input(self, types: Sequence[DataType]) -> None:
+        """Also check that a chat column is ``array<struct<role string, content string>>``."""
+        from pyspark.sql.types import ArrayType, StringType, StructType
+
+        super().check_input(types)
+        dtype = types[0] if len(types) == 1 else None
+        if isinstance(dtype, ArrayType) and isinstance(dtype.elementType, StructType):
+            fields = {f.name: f.dataType for f in dtype.elementType.fields}
+            if not all(isinstance(fields.get(k), StringType) for k in ("role", "content")):
+                raise InputSchemaError(
+                    f"Task 'text-generation': chat messages must be array<struct<role string, "
+                    f"content string>>, got {dtype.simpleString()}."
+                )
 
     def load(self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any) -> LoadedModel:
         loaded = super().load(model_dir, components, device, dtype)
@@ -110,8 +108,7 @@ class TextGeneration(TaskAdapter):
     def convert(self, value: Any) -> str | list[dict[str, str]]:
         """A string prompt (templated) or a validated list of chat messages."""
         if isinstance(value, str):
-            template = self.options.prompt_template
-            return template.replace("{prompt}", value) if template else value
+            return self.options.render(value)
         if isinstance(value, (bytes, bytearray, Mapping)) or not _is_sequence(value):
             raise RowError(
                 f"text-generation takes a string prompt or an array of {{role, content}} messages, "

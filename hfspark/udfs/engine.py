@@ -165,7 +165,7 @@ def _empty_cuda_cache() -> None:
 def predict_rows(runtime: Runtime, rows: list[Any], options: UdfOptions) -> tuple[list[Any], list[str | None]]:
     """Predict Python rows; returns (results, errors), both as long as ``rows``."""
     run = _Run(runtime, options, len(rows))
-    window = options.sort_window
+    window = min(options.sort_window, runtime.adapter.max_sort_window)
     for start in range(0, len(rows), window):
         chunk = rows[start : start + window]
         positions, items = run.convert(chunk)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "task_params",
     "ModelRef",
     "Runtime",
     "get_runtime",
@@ -165,6 +166,18 @@ def _cache_limits() -> tuple[int, int]:
     return max(1, entries), mbytes * 2**20
 
 
+def task_params(info: Any, adapter_cls: Any, opts: Any) -> dict[str, Any]:
+    """Task options: saved inference config < saved prompt template < the UDF's params/max_length."""
+    fields = adapter_cls.Options.model_fields
+    params = {k: v for k, v in info.inference_config.items() if k in fields}
+    if getattr(info, "prompt_template", None) and "prompt_template" in fields:
+        params["prompt_template"] = info.prompt_template
+    params.update(opts.params)
+    if opts.max_length is not None and "max_length" in fields:
+        params["max_length"] = opts.max_length
+    return params
+
+
 def get_runtime(ref: ModelRef) -> Runtime:
     """The cached runtime for ``ref`` in this process, loading the model on first use."""
     import torch
@@ -189,11 +202,8 @@ def get_runtime(ref: ModelRef) -> Runtime:
 
             uri = str(unpack_shipped(ref.shipped, ref.content_hash))
         info = read_info(uri, task=ref.task)
-        params = {**info.inference_config, **opts.params}
         adapter_cls = get_task(ref.task)
-        if opts.max_length is not None and "max_length" in adapter_cls.Options.model_fields:
-            params["max_length"] = opts.max_length
-        adapter = adapter_cls(params)
+        adapter = adapter_cls(task_params(info, adapter_cls, opts))
         target = opts.device_map if opts.device_map else device
         loaded = adapter.load(info.model_dir, info.components, target, dtype)
         nbytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())

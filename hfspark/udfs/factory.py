@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from hfspark.errors import ConfigError, InputSchemaError
-from hfspark.udfs.executor import ModelRef
+from hfspark.udfs.executor import ModelRef, task_params
 from hfspark.udfs.options import UdfOptions, parse_options
 from hfspark.udfs.shipping import needs_shipping, ship_model
 
@@ -142,6 +142,7 @@ def model_udf(
     params: dict[str, Any] | None = None,
     sort_window: int = 4096,
     ship: str = "auto",
+    **unknown: Any,
 ) -> ModelUDF:
     """A column function that runs a saved model on Spark.
 
@@ -172,6 +173,7 @@ def model_udf(
     from hfspark.tasks import canonical_task, get_task
 
     opts = parse_options(
+        **unknown,
         task=task, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
         max_length=max_length, device=device, device_map=device_map, torch_dtype=torch_dtype,
         errors=errors, params=dict(params or {}), sort_window=sort_window,
@@ -179,10 +181,7 @@ def model_udf(
     info = read_info(model_uri, task=canonical_task(task) if task else None)
     task_name = canonical_task(task or info.task)
     adapter_cls = get_task(task_name)
-    merged = {**info.inference_config, **opts.params}
-    if max_length is not None and "max_length" in adapter_cls.Options.model_fields:
-        merged["max_length"] = max_length
-    adapter = adapter_cls(merged)
+    adapter = adapter_cls(task_params(info, adapter_cls, opts))
     shipped = None
     if needs_shipping(str(model_uri), ship):
         from pyspark.sql import SparkSession
