@@ -21,12 +21,14 @@ import os
 import select
 import struct
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 
 __all__ = ["FileOpens", "WorkerMemory", "proc_hwm_mib", "python_workers"]
 
 _IN_OPEN = 0x20
+_IN_CLOSE = 0x08 | 0x10  # IN_CLOSE_WRITE | IN_CLOSE_NOWRITE
 _IN_NONBLOCK = 0o4000
 
 
@@ -127,52 +129,70 @@ class WorkerMemory:
 
 
 class FileOpens:
-    """Count opens of one file with inotify (Linux); ``count`` is None where unsupported."""
+    """Count opens of one file with inotify (Linux); ``count`` is None where unsupported.
+
+    A reader thread drains events as they come, and close events are watched too: inotify
+    merges an event with an identical unread one just before it, so without both several
+    opens in a row would count as one.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.count: int | None = None
         self._fd = -1
-        self._libc = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
 
-    def _drain(self) -> int:
-        n = 0
-        while True:
-            ready, _, _ = select.select([self._fd], [], [], 0)
-            if not ready:
-                return n
-            try:
-                data = os.read(self._fd, 65536)
-            except BlockingIOError:
-                return n
-            pos = 0
-            while pos + 16 <= len(data):
-                _, mask, _, length = struct.unpack_from("iIII", data, pos)
-                if mask & _IN_OPEN:
-                    n += 1
-                pos += 16 + length
+    def _drain(self, timeout: float) -> None:
+        ready, _, _ = select.select([self._fd], [], [], timeout)
+        if not ready:
+            return
+        try:
+            data = os.read(self._fd, 65536)
+        except BlockingIOError:
+            return
+        pos, opened = 0, 0
+        while pos + 16 <= len(data):
+            _, mask, _, length = struct.unpack_from("iIII", data, pos)
+            opened += bool(mask & _IN_OPEN)
+            pos += 16 + length
+        with self._lock:
+            self.count = (self.count or 0) + opened
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._drain(0.05)
 
     def __enter__(self) -> FileOpens:
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             fd = libc.inotify_init1(_IN_NONBLOCK)
-            if fd < 0 or libc.inotify_add_watch(fd, str(self.path).encode(), _IN_OPEN) < 0:
+            if fd < 0:
+                return self
+            if libc.inotify_add_watch(fd, str(self.path).encode(), _IN_OPEN | _IN_CLOSE) < 0:
+                os.close(fd)
                 return self
         except (OSError, AttributeError):
             return self
-        self._fd, self._libc, self.count = fd, libc, 0
-        self._drain()
+        self._fd, self.count = fd, 0
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="bench-opens")
+        self._thread.start()
         return self
 
     def poll(self) -> int | None:
-        """Read pending events; returns the count so far."""
-        if self._fd >= 0 and self.count is not None:
-            self.count += self._drain()
-        return self.count
+        """The count so far (after reading pending events)."""
+        if self._fd >= 0:
+            time.sleep(0.1)  # let the reader thread catch up
+        with self._lock:
+            return self.count
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.poll()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

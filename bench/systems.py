@@ -9,8 +9,11 @@ SparkSession, so its Python workers start cold and their memory is its own:
 1. a small *cold* job (``8 × P`` rows, P partitions): worker start, imports, model loads;
 2. ``reps`` timed jobs on all rows (the best one is reported).
 
-Model loads are counted with inotify on the weights file each system opens (see
-:mod:`bench.monitor`), and for hfspark also from its own ``HFSPARK_STATS_DIR/loads.log``.
+Model loads: hfspark appends a line per load to ``$HFSPARK_STATS_DIR/loads.log`` (set with
+``spark.executorEnv.HFSPARK_STATS_DIR``); the naive UDF appends one too (it is our code);
+MLflow's loads are its ``mlflow.pyfunc.load_model`` calls in the workers, counted with inotify
+as opens of the saved ``MLmodel`` file divided by the opens of one load (calibrated on the
+driver: 3 in MLflow 3.17).
 
 Example:
     >>> res = run_spark_system(SYSTEMS["hfspark"], model, data, partitions=2, reps=1, cfg=cfg)
@@ -29,7 +32,7 @@ from typing import Any
 
 import pandas as pd  # module level: pandas_udf resolves the type hints here
 
-from bench.models import MAX_LENGTH, MLFLOW_CONFIG, BenchModel, weights_file
+from bench.models import MAX_LENGTH, MLFLOW_CONFIG, BenchModel
 from bench.monitor import FileOpens, WorkerMemory
 
 __all__ = ["ENGINE", "SYSTEMS", "JobResult", "SparkSystem", "run_spark_system", "spark_settings"]
@@ -75,7 +78,6 @@ class JobResult:
     loads_timed: int | None
     workers: int
     peak_rss_mib: float
-    log_loads_cold: int | None = None
     all_seconds: list[float] = field(default_factory=list)
     note: str = ""
 
@@ -107,21 +109,61 @@ def _session(cores: int, stats_dir: Path) -> Any:
                        conf=spark_settings(cores, stats_dir))
 
 
-def _log_loads(stats_dir: Path) -> int:
-    log = stats_dir / "loads.log"
-    return len(log.read_text().splitlines()) if log.exists() else 0
-
-
 # ------------------------------------------------------------------------------ columns
-def _hfspark_column(model: BenchModel, task: str) -> tuple[Any, Path]:
-    from hfspark.flavor import read_info
+class LogLoads:
+    """Loads counted from the lines of ``loads.log`` in the stats folder."""
+
+    def __init__(self, stats_dir: Path) -> None:
+        self.log = stats_dir / "loads.log"
+
+    def __enter__(self) -> LogLoads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def value(self) -> int:
+        return len(self.log.read_text().splitlines()) if self.log.exists() else 0
+
+
+class MlflowLoads:
+    """MLflow model loads in the workers: opens of ``MLmodel`` over the opens of one load."""
+
+    def __init__(self, mlmodel: Path, per_load: int) -> None:
+        self.opens = FileOpens(mlmodel)
+        self.per_load = max(1, per_load)
+
+    def __enter__(self) -> MlflowLoads:
+        self.opens.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.opens.__exit__(None, None, None)
+        shutil.rmtree(self.opens.path.parent, ignore_errors=True)  # spark_udf's model copy
+
+    def value(self) -> int | None:
+        count = self.opens.poll()
+        return None if count is None else round(count / self.per_load)
+
+
+def mlflow_opens_per_load(path: Path) -> int:
+    """How many times one ``mlflow.pyfunc.load_model`` opens the ``MLmodel`` file."""
+    import mlflow.pyfunc
+
+    with FileOpens(path / "MLmodel") as opens:
+        mlflow.pyfunc.load_model(str(path))
+        return opens.poll() or 1
+
+
+def _hfspark_column(model: BenchModel, task: str, stats_dir: Path) -> tuple[Any, Any]:
     from hfspark.udfs import model_udf
 
     udf = model_udf(str(model.hfspark), task=task, max_length=MAX_LENGTH, **ENGINE)
-    return udf("text"), weights_file(read_info(str(model.hfspark)).model_dir)
+    return udf("text"), LogLoads(stats_dir)
 
 
-def _mlflow_column(spark: Any, model: BenchModel, task: str, batch_size: int | None) -> tuple[Any, Path]:
+def _mlflow_column(spark: Any, model: BenchModel, task: str, batch_size: int | None,
+                   per_load: int) -> tuple[Any, Any]:
     import mlflow.pyfunc
 
     config = {**MLFLOW_CONFIG, "batch_size": batch_size or MLFLOW_CONFIG["batch_size"]}
@@ -131,10 +173,27 @@ def _mlflow_column(spark: Any, model: BenchModel, task: str, batch_size: int | N
     }[task]
     udf = mlflow.pyfunc.spark_udf(spark, str(model.mlflow), result_type=result_type,
                                   env_manager="local", model_config=config)
-    return udf("text"), weights_file(model.mlflow)
+    return udf("text"), MlflowLoads(_mlflow_copy(), per_load)
 
 
-def _naive_column(model: BenchModel, task: str) -> tuple[Any, Path]:
+def _mlflow_copy() -> Path:
+    """The ``MLmodel`` of the copy spark_udf just made in MLflow's temp folder (workers load it)."""
+    from mlflow.utils.file_utils import get_or_create_tmp_dir
+
+    found = sorted(Path(get_or_create_tmp_dir()).rglob("MLmodel"), key=lambda p: p.stat().st_ctime)
+    if not found:
+        raise FileNotFoundError("spark_udf made no model copy under MLflow's temp folder")
+    return found[-1]
+
+
+def _count_load() -> None:
+    stats = os.environ.get("HFSPARK_STATS_DIR")
+    if stats:
+        with open(Path(stats) / "loads.log", "a") as f:
+            f.write(f"{os.getpid()}\tnaive\n")
+
+
+def _naive_column(model: BenchModel, task: str, stats_dir: Path) -> tuple[Any, Any]:
     """The tutorial pattern: build ``transformers.pipeline`` inside a scalar pandas UDF."""
     from pyspark.sql.functions import pandas_udf
 
@@ -146,9 +205,10 @@ def _naive_column(model: BenchModel, task: str) -> tuple[Any, Path]:
             from transformers import pipeline
 
             pipe = pipeline("text-classification", model=folder)
+            _count_load()
             return pd.DataFrame(pipe(texts.tolist(), truncation=True, max_length=MAX_LENGTH))
 
-        return classify("text"), weights_file(model.folder)
+        return classify("text"), LogLoads(stats_dir)
 
     @pandas_udf("array<float>")  # type: ignore[call-overload]
     def embed(texts: pd.Series) -> pd.Series:
@@ -156,18 +216,21 @@ def _naive_column(model: BenchModel, task: str) -> tuple[Any, Path]:
         from transformers import pipeline
 
         pipe = pipeline("feature-extraction", model=folder)
+        _count_load()
         out = pipe(texts.tolist(), truncation=True, max_length=MAX_LENGTH)
         return pd.Series([np.asarray(o[0]).mean(axis=0).tolist() for o in out])
 
-    return embed("text"), weights_file(model.folder)
+    return embed("text"), LogLoads(stats_dir)
 
 
-def _column(system: SparkSystem, spark: Any, model: BenchModel, task: str) -> tuple[Any, Path]:
+def _column(system: SparkSystem, spark: Any, model: BenchModel, task: str,
+            stats_dir: Path) -> tuple[Any, Any]:
     if system.kind == "hfspark":
-        return _hfspark_column(model, task)
+        return _hfspark_column(model, task, stats_dir)
     if system.kind == "mlflow":
-        return _mlflow_column(spark, model, task, system.batch_size)
-    return _naive_column(model, task)
+        return _mlflow_column(spark, model, task, system.batch_size,
+                              mlflow_opens_per_load(model.mlflow))
+    return _naive_column(model, task, stats_dir)
 
 
 # ---------------------------------------------------------------------------------- run
@@ -187,25 +250,46 @@ def run_spark_system(system: SparkSystem, model: BenchModel, data: Path, *, task
         source = spark.read.parquet(str(data))
         full = source.repartition(partitions)
         cold = source.limit(8 * partitions).repartition(partitions)
-        column, weights = _column(system, spark, model, task)
-        with WorkerMemory() as memory:
-            with FileOpens(weights) as opens:
-                cold_s = _job(cold, column)
-                loads_cold = opens.poll()
-            log_cold = _log_loads(stats_dir)
+        column, counter = _column(system, spark, model, task, stats_dir)
+        with WorkerMemory() as memory, counter:
+            base = counter.value()
+            cold_s = _job(cold, column)
+            after_cold = counter.value()
             times, timed_loads = [], []
             for _ in range(max(1, reps)):
-                with FileOpens(weights) as opens:
-                    times.append(_job(full, column))
-                timed_loads.append(opens.count)
+                before = counter.value()
+                times.append(_job(full, column))
+                after = counter.value()
+                timed_loads.append(None if after is None or before is None else after - before)
+        loads_cold = None if after_cold is None or base is None else after_cold - base
         known = [n for n in timed_loads if n is not None]
         return JobResult(
             system=system.name, task=task, partitions=partitions, rows=rows, tokens=tokens,
             seconds=min(times), cold_seconds=cold_s, loads_cold=loads_cold,
             loads_timed=max(known) if known else None, workers=len(memory.pids),
             peak_rss_mib=memory.peak_mib(),
-            log_loads_cold=log_cold if system.kind == "hfspark" else None, all_seconds=times,
+            all_seconds=times,
         )
+    finally:
+        spark.stop()
+        shutil.rmtree(stats_dir, ignore_errors=True)
+
+
+def run_scaling(model: BenchModel, sets: list[tuple[int, Path]], *, task: str, partitions: int,
+                cores: int, tokens_per_row: float) -> list[dict[str, float]]:
+    """hfspark rows/s for growing inputs (one warm session; a cold job first)."""
+    stats_dir = Path(tempfile.mkdtemp(prefix="hfspark-bench-stats-"))
+    spark = _session(cores, stats_dir)
+    try:
+        column, _ = _hfspark_column(model, task, stats_dir)
+        first = spark.read.parquet(str(sets[0][1]))
+        _job(first.limit(8 * partitions).repartition(partitions), column)
+        out = []
+        for rows, path in sets:
+            seconds = _job(spark.read.parquet(str(path)).repartition(partitions), column)
+            out.append({"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds,
+                        "tokens_per_s": rows * tokens_per_row / seconds})
+        return out
     finally:
         spark.stop()
         shutil.rmtree(stats_dir, ignore_errors=True)

@@ -1,13 +1,11 @@
 """Spark servers on loopback from the pyspark wheel: a standalone cluster, a Connect server, submit.
 
-Everything runs the Spark that ships inside the ``pyspark`` package (``pyspark/bin``), binds
-127.0.0.1 only and lets the OS pick every port (``--port 0``; the real ports are read back from
-the logs). Each process starts in its own session (process group) and is stopped by that group,
-also when the caller fails: context managers, an ``atexit`` fallback and, on Linux, a parent-death
-signal for processes started from the main thread. Logs go to ``<work_dir>/logs/*.log``.
-
-The Delta Lake jars are not on the workers' classpath: every driver (:func:`submit`,
-:class:`ConnectServer`) passes them with ``--jars``, and Spark ships them to the executors.
+Everything runs the Spark inside the ``pyspark`` package, binds 127.0.0.1 only and lets the OS
+pick every port (``--port 0``, read back from the logs: clusters side by side never collide).
+Each process gets its own session (process group) and is stopped by group even when the caller
+fails: context managers, an ``atexit`` fallback and (Linux, main thread) a parent-death signal.
+Logs go to ``<work_dir>/logs/<name>.log``; start-up errors quote their tail. The Delta jars are
+not on the workers' classpath: each driver passes them with ``--jars`` and Spark ships them.
 
 Example:
     >>> from hfspark.cluster import StandaloneCluster, submit
@@ -35,30 +33,21 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext, suppress
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from hfspark.errors import HfSparkError
 
-if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
-
-__all__ = [
-    "ClusterError",
-    "StandaloneCluster",
-    "ConnectServer",
-    "submit",
-    "submit_command",
-    "spark_home",
-    "process_tree",
-    "still_running",
-]
+__all__ = ["QUICK_JVM_OPTS", "ClusterError", "StandaloneCluster", "ConnectServer", "submit",
+           "submit_command", "spark_home", "process_tree", "still_running"]
 
 LOOPBACK = "127.0.0.1"
+# C1 JIT only, one GC thread: half the CPU time of short runs on small machines (tests), slower
+# long JVM-heavy jobs. Pass env={"JAVA_TOOL_OPTIONS": QUICK_JVM_OPTS}: executors inherit it too.
+QUICK_JVM_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:CICompilerCount=1"
 _CONNECT_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 _LIVE: dict[int, subprocess.Popen] = {}  # pid (= process group id) -> process, for atexit
-_LIVE_LOCK = threading.Lock()
-_ATEXIT = False
 
 
 class ClusterError(HfSparkError, RuntimeError):
@@ -72,15 +61,13 @@ def spark_home() -> Path:
     return Path(pyspark.__file__).parent
 
 
-def _env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
     """Environment of every Spark process: venv Python workers, loopback, this Spark home."""
     from hfspark.session import worker_env
 
-    env = dict(os.environ)
-    env.update(worker_env())
-    env.update(SPARK_HOME=str(spark_home()), SPARK_LOCAL_IP=LOOPBACK)
-    env.setdefault("SPARK_DAEMON_MEMORY", "512m")  # master/worker JVMs need little
-    env.pop("SPARK_REMOTE", None)
+    env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}
+    env.update(worker_env(), SPARK_HOME=str(spark_home()), SPARK_LOCAL_IP=LOOPBACK)
+    env.setdefault("SPARK_DAEMON_MEMORY", "512m")  # master and worker JVMs need little
     env.update(extra or {})
     return env
 
@@ -91,77 +78,59 @@ def _driver_conf(conf: Mapping[str, Any] | None) -> tuple[list[str], dict[str, s
 
     user = {k: str(v) for k, v in (conf or {}).items()}
     user_jars = [j for j in user.pop("spark.jars", "").split(",") if j]
-    merged = spark_conf({
-        "spark.driver.host": LOOPBACK,
-        "spark.driver.bindAddress": LOOPBACK,
-        "spark.pyspark.python": sys.executable,
-        "spark.pyspark.driver.python": sys.executable,
-        "spark.executorEnv.PYSPARK_PYTHON": sys.executable,
-        **user,
-    })
-    jars = merged.pop("spark.jars").split(",") + user_jars
-    return jars, merged
+    merged = spark_conf({"spark.driver.host": LOOPBACK, "spark.driver.bindAddress": LOOPBACK,
+                         "spark.pyspark.python": sys.executable,
+                         "spark.pyspark.driver.python": sys.executable,
+                         "spark.executorEnv.PYSPARK_PYTHON": sys.executable, **user})
+    return merged.pop("spark.jars").split(",") + user_jars, merged
 
 
 def _conf_args(conf: Mapping[str, str]) -> list[str]:
     return [arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")]
 
 
-# --------------------------------------------------------------------------- processes
-
-
 def _die_with_parent() -> Callable[[], None] | None:
-    """A pre-exec hook that makes the child get SIGTERM when this thread dies (Linux only)."""
+    """A pre-exec hook: the child gets SIGTERM when this thread dies (Linux, main thread only)."""
     if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
         return None  # PR_SET_PDEATHSIG fires when the *thread* that forked exits
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     return lambda: libc.prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
 
 
-def _register(proc: subprocess.Popen) -> None:
-    global _ATEXIT
-    with _LIVE_LOCK:
-        _LIVE[proc.pid] = proc
-        if not _ATEXIT:
-            atexit.register(_stop_leftovers)
-            _ATEXIT = True
+def _launch(cmd: Sequence[str], env: Mapping[str, str], log: Path | None) -> subprocess.Popen:
+    """Start ``cmd`` in a new session; output to ``log`` (or pipes when None)."""
+    with open(log, "ab") if log else nullcontext() as sink:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            list(cmd), stdin=subprocess.DEVNULL, stdout=sink or subprocess.PIPE,
+            stderr=subprocess.STDOUT if sink else subprocess.PIPE, text=sink is None,
+            env=dict(env), start_new_session=True, preexec_fn=_die_with_parent())
+    if not _LIVE:  # (dict operations are atomic: no lock needed)
+        atexit.unregister(_stop_leftovers)
+        atexit.register(_stop_leftovers)
+    _LIVE[proc.pid] = proc
+    return proc
 
 
 def _stop_leftovers() -> None:
     """atexit fallback: stop every process group this interpreter started and did not stop."""
-    with _LIVE_LOCK:
-        procs = list(_LIVE.values())
-    _stop(procs, grace=5.0)
-
-
-def _launch(cmd: Sequence[str], log: Path | None, env: Mapping[str, str]) -> subprocess.Popen:
-    out: IO[Any] | int = open(log, "ab") if log else subprocess.PIPE  # noqa: SIM115
-    try:
-        proc = subprocess.Popen(
-            list(cmd), stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT if log else subprocess.PIPE,
-            env=dict(env), start_new_session=True, preexec_fn=_die_with_parent(),
-            text=log is None,
-        )
-    finally:
-        if log:
-            out.close()  # type: ignore[union-attr]
-    _register(proc)
-    return proc
+    _stop(list(_LIVE.values()), grace=5.0)
 
 
 def _stat(pid: int) -> tuple[str, int, int] | None:
     """(state, parent pid, start time) of a process from /proc, or None when it is gone."""
-    try:
+    with suppress(OSError):
         raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rfind(")") + 2:].split()
-    return fields[0], int(fields[1]), int(fields[19])
+        fields = raw[raw.rfind(")") + 2:].split()  # after "pid (command name) "
+        return fields[0], int(fields[1]), int(fields[19])
+    return None
 
 
 def process_tree(roots: Sequence[int]) -> dict[int, int]:
-    """Every live process among ``roots`` and their descendants, as pid -> start time."""
+    """Every live process among ``roots`` and their descendants, as pid -> start time (Linux).
+
+    Example:
+        >>> tree = process_tree([os.getpid()])    # this process and its descendants
+    """
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
         if entry.name.isdigit() and (st := _stat(int(entry.name))):
@@ -171,86 +140,76 @@ def process_tree(roots: Sequence[int]) -> dict[int, int]:
     while todo:
         pid = todo.pop()
         st = _stat(pid)
-        if pid in tree or st is None or st[0] == "Z":
-            continue
-        tree[pid] = st[2]
-        todo.extend(children.get(pid, []))
+        if pid not in tree and st is not None and st[0] != "Z":
+            tree[pid] = st[2]
+            todo.extend(children.get(pid, []))
     return tree
 
 
 def still_running(tree: Mapping[int, int]) -> list[int]:
-    """The pids of ``tree`` (pid -> start time, see ``process_tree()``) that are still alive.
+    """The pids of ``tree`` (from :func:`process_tree`) still alive, not reused, not zombies.
 
     Example:
         >>> tree = cluster.process_tree(); cluster.stop()    # doctest: +SKIP
         >>> still_running(tree)                               # doctest: +SKIP
         []
     """
-    alive = []
-    for pid, started in tree.items():
-        st = _stat(pid)
-        if st is not None and st[0] != "Z" and st[2] == started:
-            alive.append(pid)
-    return alive
+    return [pid for pid, started in tree.items()
+            if (st := _stat(pid)) is not None and st[0] != "Z" and st[2] == started]
 
 
 def _killpg(pid: int, sig: int) -> None:
-    try:
+    with suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+
+
+def _reap(proc: subprocess.Popen, timeout: float) -> None:
+    with suppress(subprocess.TimeoutExpired):
+        proc.wait(max(timeout, 0.1))
 
 
 def _stop(procs: Sequence[subprocess.Popen], grace: float = 15.0) -> None:
     """SIGTERM each process group, SIGKILL after ``grace`` s, then any descendant that escaped."""
     tree = process_tree([p.pid for p in procs])
-    for proc in procs:
+    live = [p for p in procs if p.poll() is None]  # a reaped leader's pid may belong to others
+    for proc in live:
         _killpg(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    for proc in procs:
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-    for proc in procs:
-        _killpg(proc.pid, signal.SIGKILL)  # also members left in a group whose leader died
-        proc.wait()
+    for proc in live:
+        _reap(proc, deadline - time.monotonic())
+    for proc in live:
+        _killpg(proc.pid, signal.SIGKILL)  # also members left in a group whose leader exited
+        _reap(proc, 10.0)
     deadline = time.monotonic() + 5.0  # pyspark daemons (own group) exit when their JVM is gone
     while still_running(tree) and time.monotonic() < deadline:
         time.sleep(0.2)
     for pid in still_running(tree):
         os.kill(pid, signal.SIGKILL)
-    with _LIVE_LOCK:
-        for proc in procs:
-            _LIVE.pop(proc.pid, None)
+    for proc in procs:
+        _LIVE.pop(proc.pid, None)
 
 
-def _tail(log: Path, lines: int = 40) -> str:
-    try:
-        text = log.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return "(no log)"
-    return "\n".join(text)
+def _tail(text: str | Path | None, lines: int = 40) -> str:
+    if isinstance(text, Path):
+        text = text.read_text(errors="replace") if text.exists() else "(no log)"
+    return "\n".join((text or "").splitlines()[-lines:])
 
 
 def _wait_log(proc: subprocess.Popen, log: Path, pattern: str, what: str, timeout: float) -> re.Match:
     """Wait until ``pattern`` shows up in ``log``; fail early when the process exits."""
-    regex = re.compile(pattern)
     deadline = time.monotonic() + timeout
-    while True:
-        match = regex.search(log.read_text(errors="replace")) if log.exists() else None
-        if match:
-            return match
+    while not (match := re.search(pattern, log.read_text(errors="replace"))):
         if proc.poll() is not None:
             raise ClusterError(f"{what} exited with code {proc.returncode} while starting; "
                                f"log {log}:\n{_tail(log)}")
         if time.monotonic() > deadline:
             raise ClusterError(f"{what} did not start in {timeout:.0f}s; log {log}:\n{_tail(log)}")
         time.sleep(0.2)
+    return match
 
 
 class _Servers:
-    """Process bookkeeping shared by the servers: work dir, launch, stop, context manager."""
+    """What both servers share: work dir, launching, stopping, the context manager."""
 
     name = "spark"
 
@@ -266,11 +225,11 @@ class _Servers:
     def _launch(self, what: str, cmd: Sequence[str]) -> tuple[subprocess.Popen, Path]:
         log = self.work_dir / "logs" / f"{what}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        proc = _launch(cmd, log, self.env)
-        self._procs.append(proc)
-        return proc, log
+        log.touch()
+        self._procs.append(_launch(cmd, self.env, log))
+        return self._procs[-1], log
 
-    def _start(self) -> None:
+    def _start(self) -> None:  # start the processes, wait until ready
         raise NotImplementedError
 
     def start(self) -> Self:
@@ -278,7 +237,7 @@ class _Servers:
         try:
             self._start()
         except BaseException:
-            self._failed = True
+            self._failed = True  # keep the logs of a failed start
             self.stop()
             raise
         return self
@@ -300,9 +259,6 @@ class _Servers:
         self.stop()
 
 
-# --------------------------------------------------------------------------- standalone
-
-
 class StandaloneCluster(_Servers):
     """A Spark standalone master and ``workers`` workers on 127.0.0.1, as a context manager.
 
@@ -311,8 +267,8 @@ class StandaloneCluster(_Servers):
         cores: cores each worker offers (one executor per worker and application).
         memory: memory each worker offers to executors (``spark.executor.memory`` is 1g).
         work_dir: logs and executor folders; a temporary folder (removed on stop) if None.
-        start_timeout: seconds to wait for the master and for every worker to be ALIVE.
-        env: extra environment for the master and workers.
+        start_timeout: seconds to wait for the master and until every worker is ALIVE.
+        env: extra environment for the master, the workers and their executors.
 
     Example:
         >>> with StandaloneCluster(workers=2) as cluster:                  # doctest: +SKIP
@@ -328,21 +284,19 @@ class StandaloneCluster(_Servers):
         super().__init__(work_dir, start_timeout, env)
         self.workers, self.cores, self.memory = workers, cores, memory
         self._url: str | None = None
-        self._ui_port = 0
-        self._workers: list[tuple[subprocess.Popen, int]] = []  # (process, RPC port)
+        self.web_url = ""  # the master's web UI, http://127.0.0.1:PORT (/json/ is its state)
+        self._workers: list[tuple[subprocess.Popen, Path, int]] = []  # process, log, RPC port
 
     def _start(self) -> None:
         klass = str(spark_home() / "bin" / "spark-class")
-        props = self.work_dir / "master.conf"
-        props.parent.mkdir(parents=True, exist_ok=True)
-        props.write_text("spark.master.rest.enabled false\n")  # else it takes the fixed port 6066
+        opts = f"{self.env.get('SPARK_MASTER_OPTS', '')} -Dspark.master.rest.enabled=false"
+        self.env["SPARK_MASTER_OPTS"] = opts.strip()  # else its REST server takes port 6066
         proc, log = self._launch("master", [
             klass, "org.apache.spark.deploy.master.Master", "--host", LOOPBACK, "--port", "0",
-            "--webui-port", "0", "--properties-file", str(props)])
-        self._url = _wait_log(proc, log, r"Starting Spark master at (spark://\S+)",
-                              "Spark master", self.start_timeout)[1]
-        self._ui_port = int(_wait_log(proc, log, r"service 'MasterUI' on port (\d+)",
-                                      "Spark master UI", self.start_timeout)[1])
+            "--webui-port", "0"])
+        match = _wait_log(proc, log, r"(?s)Spark master at (spark://\S+).*'MasterUI' on port (\d+)",
+                          "the Spark master", self.start_timeout)
+        self._url, self.web_url = match[1], f"http://{LOOPBACK}:{match[2]}"
         started = [self._launch(f"worker-{i}", [
             klass, "org.apache.spark.deploy.worker.Worker", self._url, "--host", LOOPBACK,
             "--port", "0", "--webui-port", "0", "--cores", str(self.cores),
@@ -351,14 +305,10 @@ class StandaloneCluster(_Servers):
         for i, (wproc, wlog) in enumerate(started):
             port = _wait_log(wproc, wlog, r"service 'sparkWorker' on port (\d+)",
                              f"Spark worker {i}", self.start_timeout)[1]
-            self._workers.append((wproc, int(port)))
-        self._wait_alive(started)
-
-    def _wait_alive(self, started: list[tuple[subprocess.Popen, Path]]) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        want = {port for _, port in self._workers}
-        while True:
-            for i, (proc, log) in enumerate(started):
+            self._workers.append((wproc, wlog, int(port)))
+        deadline, want = time.monotonic() + self.start_timeout, {p for *_, p in self._workers}
+        while True:  # until the master lists every worker ALIVE
+            for i, (proc, log, _) in enumerate(self._workers):
                 if proc.poll() is not None:
                     raise ClusterError(f"Spark worker {i} exited with code {proc.returncode}; "
                                        f"log {log}:\n{_tail(log)}")
@@ -366,47 +316,38 @@ class StandaloneCluster(_Servers):
             if want <= alive:
                 return
             if time.monotonic() > deadline:
-                raise ClusterError(
-                    f"the master lists {len(want & alive)} of {len(want)} workers ALIVE after "
-                    f"{self.start_timeout:.0f}s; master log:\n{_tail(self.work_dir / 'logs' / 'master.log')}")
+                log = self.work_dir / "logs" / "master.log"
+                raise ClusterError(f"only {len(want & alive)} of {len(want)} workers are ALIVE "
+                                   f"after {self.start_timeout:.0f}s; log {log}:\n{_tail(log)}")
             time.sleep(0.25)
 
     @property
     def master_url(self) -> str:
         """The master's URL, ``spark://127.0.0.1:PORT`` (for ``--master``)."""
         if self._url is None:
-            raise ClusterError("the cluster is not started: use it as a context manager or call start()")
+            raise ClusterError("the cluster is not started: use it in a with block or call start()")
         return self._url
 
-    @property
-    def web_url(self) -> str:
-        """The master's web UI, ``http://127.0.0.1:PORT`` (``/json`` gives its state)."""
-        self.master_url  # noqa: B018  (raises when not started)
-        return f"http://{LOOPBACK}:{self._ui_port}"
-
     def status(self) -> dict[str, Any]:
-        """The master's JSON state: ``workers`` (with ``state``, ``port``), ``activeapps``..."""
+        """The master's JSON state: ``workers`` (``port``, ``state``...), ``completedapps``..."""
         no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with no_proxy.open(self.web_url + "/json/", timeout=10) as response:
+        with no_proxy.open(f"{self.web_url or self.master_url}/json/", timeout=10) as response:
             return json.load(response)
 
     def worker_pids(self) -> list[int]:
         """The process ids of the worker JVMs, in start order (also those already killed)."""
-        return [proc.pid for proc, _ in self._workers]
+        return [proc.pid for proc, _, _ in self._workers]
 
     def kill_worker(self, index: int, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to worker ``index``'s process group: the worker and its executors.
 
-        With SIGKILL this is a lost machine: running tasks fail and Spark reschedules them on
-        the other workers (the executors' Python workers exit when their JVM is gone).
+        With SIGKILL this is a lost machine: its running tasks fail and Spark reschedules them
+        on the other workers (the executors' Python workers exit when their JVM is gone).
         """
-        proc, _ = self._workers[index]
-        _killpg(proc.pid, sig)
-        if sig == signal.SIGKILL:
-            proc.wait()
-
-
-# --------------------------------------------------------------------------- connect
+        proc = self._workers[index][0]
+        if proc.poll() is None:  # not yet reaped: its pid is still its group's id
+            _killpg(proc.pid, sig)
+            _reap(proc, 10.0 if sig == signal.SIGKILL else 0.0)
 
 
 class ConnectServer(_Servers):
@@ -414,7 +355,7 @@ class ConnectServer(_Servers):
 
     Args:
         master: where the server runs its jobs (``local[2]`` or a ``spark://`` URL).
-        port: gRPC port; 0 lets the OS choose (see :attr:`url`).
+        port: the gRPC port; 0 lets the OS choose (read it back from :attr:`url`).
         conf: extra Spark settings for the server (over :func:`hfspark.session.spark_conf`).
         work_dir: the log folder; a temporary folder (removed on stop) if None.
         start_timeout: seconds to wait until a client session runs a query.
@@ -435,25 +376,19 @@ class ConnectServer(_Servers):
         self._url: str | None = None
 
     def _start(self) -> None:
-        jars, conf = _driver_conf({
-            "spark.connect.grpc.binding.address": LOOPBACK,
-            "spark.connect.grpc.binding.port": self.port, **self.conf})
-        cmd = [str(spark_home() / "bin" / "spark-submit"), "--class", _CONNECT_CLASS,
-               "--master", self.master, "--name", "hfspark-connect", "--jars", ",".join(jars),
-               *_conf_args(conf), "spark-internal"]
-        proc, log = self._launch("connect", cmd)
+        jars, conf = _driver_conf({"spark.connect.grpc.binding.address": LOOPBACK,
+                                   "spark.connect.grpc.binding.port": self.port, **self.conf})
+        proc, log = self._launch("connect", [
+            str(spark_home() / "bin" / "spark-submit"), "--class", _CONNECT_CLASS,
+            "--master", self.master, "--name", "hfspark-connect", "--jars", ",".join(jars),
+            *_conf_args(conf), "spark-internal"])
         match = _wait_log(proc, log, r"Spark Connect server started at: (\S+):(\d+)",
-                          "Spark Connect server", self.start_timeout)
-        self.port = int(match[2])
-        self._url = f"sc://{LOOPBACK}:{self.port}"
-        self._probe(proc, log)
-
-    def _probe(self, proc: subprocess.Popen, log: Path) -> None:
-        """Wait until the port accepts connections and a fresh client session runs a query."""
+                          "the Spark Connect server", self.start_timeout)
+        self.port, self._url = int(match[2]), f"sc://{LOOPBACK}:{match[2]}"
         from pyspark.sql import SparkSession
 
         deadline = time.monotonic() + self.start_timeout
-        while True:
+        while True:  # until the port accepts connections and a fresh client session runs a query
             try:
                 socket.create_connection((LOOPBACK, self.port), timeout=2).close()
                 session = SparkSession.builder.remote(self.url).create()
@@ -464,7 +399,7 @@ class ConnectServer(_Servers):
                 return
             except Exception as e:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise ClusterError(f"Spark Connect server at {self.url} does not answer "
+                    raise ClusterError(f"the Spark Connect server at {self.url} does not answer "
                                        f"({e}); log {log}:\n{_tail(log)}") from e
                 time.sleep(0.5)
 
@@ -472,28 +407,14 @@ class ConnectServer(_Servers):
     def url(self) -> str:
         """The client URL, ``sc://127.0.0.1:PORT`` (for ``SparkSession.builder.remote``)."""
         if self._url is None:
-            raise ClusterError("the server is not started: use it as a context manager or call start()")
+            raise ClusterError("the server is not started: use it in a with block or call start()")
         return self._url
-
-    @property
-    def pid(self) -> int:
-        """The process id of the server's JVM."""
-        return self._procs[0].pid
-
-    def session(self) -> SparkSession:
-        """A Spark Connect client session of this server (``getOrCreate``)."""
-        from pyspark.sql import SparkSession
-
-        return SparkSession.builder.remote(self.url).getOrCreate()
-
-
-# --------------------------------------------------------------------------- submit
 
 
 def submit_command(app: str | Path, args: Sequence[str] = (), *, master: str = "local[2]",
                    conf: Mapping[str, Any] | None = None,
                    py_files: Sequence[str | Path] = (), name: str | None = None) -> list[str]:
-    """The ``spark-submit`` command line :func:`submit` runs (Delta jars, hfspark conf, loopback)."""
+    """The ``spark-submit`` command line that :func:`submit` runs (same arguments)."""
     jars, merged = _driver_conf(conf)
     cmd = [str(spark_home() / "bin" / "spark-submit"), "--master", master,
            "--name", name or Path(app).stem, "--jars", ",".join(jars)]
@@ -508,76 +429,67 @@ def submit(app: str | Path, args: Sequence[str] = (), *, master: str = "local[2]
            name: str | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
     """Run a PySpark application with pyspark's bundled ``spark-submit`` (client mode).
 
-    The driver gets the Delta jars (``--jars``; Spark ships them to executors), hfspark's
-    session conf, loopback driver addresses and this interpreter for Python (driver and workers).
+    The driver gets the Delta jars (``--jars``; Spark ships them to the executors), hfspark's
+    session conf, loopback driver addresses and this interpreter as Python (driver and workers).
 
     Args:
         app: the Python file to run.
         args: its command-line arguments.
         master: ``local[N]`` or a cluster's ``master_url``.
-        conf: extra Spark settings (``spark.jars`` here is added to the Delta jars).
+        conf: extra Spark settings (a ``spark.jars`` here is added to the Delta jars).
         py_files: ``.py``/``.zip`` files shipped to the executors.
         env: extra environment for the driver.
         timeout: seconds before the driver's process group is killed and ClusterError raised.
-        name: application name (default: the file name).
-        check: raise ClusterError, with the stderr tail, when the exit code is not 0.
+        name: the application name (default: the file's stem).
+        check: raise ClusterError, with the output tails, when the exit code is not 0.
 
     Returns:
-        The finished process; ``stdout`` is the app's output, ``stderr`` Spark's log.
+        The finished process: ``stdout`` has the app's output *and* its Python tracebacks
+        (Spark's PythonRunner merges them), ``stderr`` Spark's log.
 
     Example:
-        >>> done = submit("job.py", ["/tmp/out"], master=cluster.master_url)  # doctest: +SKIP
-        >>> done.returncode
-        0
+        >>> submit("job.py", ["/tmp/out"], master=cluster.master_url, check=True)  # doctest: +SKIP
     """
     cmd = submit_command(app, args, master=master, conf=conf, py_files=py_files, name=name)
-    proc = _launch(cmd, None, _env(env))
+    proc = _launch(cmd, _env(env), log=None)
     try:
         out, err = proc.communicate(timeout=timeout)
     except BaseException as e:
         _stop([proc], grace=5.0)
         out, err = proc.communicate()
         if isinstance(e, subprocess.TimeoutExpired):
-            raise ClusterError(f"spark-submit {app} did not finish in {timeout:.0f}s; "
-                               f"stderr tail:\n{_tail_text(err)}") from e
+            raise ClusterError(f"spark-submit {app} did not finish in {timeout:.0f}s; stdout "
+                               f"tail:\n{_tail(out, 20)}\nstderr tail:\n{_tail(err)}") from e
         raise
     finally:
-        with _LIVE_LOCK:
-            _LIVE.pop(proc.pid, None)
-    if check and proc.returncode != 0:  # a Python driver's traceback lands in stdout
+        _LIVE.pop(proc.pid, None)
+    if check and proc.returncode != 0:
         raise ClusterError(f"spark-submit {app} exited with code {proc.returncode}; stdout "
-                           f"tail:\n{_tail_text(out, 20)}\nstderr tail:\n{_tail_text(err)}")
+                           f"tail:\n{_tail(out, 20)}\nstderr tail:\n{_tail(err)}")
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def _tail_text(text: str | None, lines: int = 40) -> str:
-    return "\n".join((text or "").splitlines()[-lines:])
-
-
-# --------------------------------------------------------------------------- make cluster
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m hfspark.cluster``: start a cluster, print how to use it, wait for Ctrl-C."""
+    """Start a standalone cluster, print how to submit to it, and wait for Ctrl-C."""
     parser = argparse.ArgumentParser(prog="python -m hfspark.cluster", description=main.__doc__)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cores", type=int, default=1, help="cores per worker")
     parser.add_argument("--memory", default="2g", help="executor memory per worker")
     parser.add_argument("--work-dir", help="logs and executor folders (default: a temp folder)")
+    parser.add_argument("--quick-jvm", action="store_true", help="JVM options for quick starts")
     opts = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the cluster on `kill` too
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C and `kill` stop it (also in background)
+        signal.signal(sig, signal.default_int_handler)
+    env = {"JAVA_TOOL_OPTIONS": QUICK_JVM_OPTS} if opts.quick_jvm else None
     with StandaloneCluster(opts.workers, cores=opts.cores, memory=opts.memory,
-                           work_dir=opts.work_dir) as cluster:
-        print(f"master:  {cluster.master_url}\nweb UI:  {cluster.web_url}\n"
-              f"logs:    {cluster.work_dir / 'logs'}\nsubmit a job with:\n  "
-              + shlex.join(submit_command("your_job.py", master=cluster.master_url))
-              + "\nCtrl-C stops the cluster.", flush=True)
-        try:
-            while all(p.poll() is None for p in cluster._procs[:1]):
+                           work_dir=opts.work_dir, env=env) as cluster:
+        command = shlex.join(submit_command("your_job.py", master=cluster.master_url))
+        print(f"master:  {cluster.master_url}\nweb UI:  {cluster.web_url}\nlogs:    "
+              f"{cluster.work_dir / 'logs'}\nsubmit:  {command}\nCtrl-C stops it", flush=True)
+        with suppress(KeyboardInterrupt):
+            while cluster._procs[0].poll() is None:
                 time.sleep(1)
-            print("the master exited; stopping", file=sys.stderr)
-        except KeyboardInterrupt:
-            print("\nstopping", file=sys.stderr)
+        print("stopping the cluster", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -31,9 +31,12 @@ REQS = ["transformers", "torch"]  # skips MLflow's slow requirement inference
 @pytest.fixture(scope="module", autouse=True)
 def _env(tmp_path_factory: pytest.TempPathFactory):
     """hfspark cache and MLflow tracking inside the test's temp folder."""
-    saved = {k: os.environ.get(k) for k in ("HFSPARK_CACHE_DIR", "MLFLOW_TRACKING_URI")}
+    keys = ("HFSPARK_CACHE_DIR", "MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE")
+    saved = {k: os.environ.get(k) for k in keys}
     os.environ["HFSPARK_CACHE_DIR"] = str(tmp_path_factory.mktemp("hfspark-cache"))
+    # a file store: a sqlite store spends seconds on its schema migrations
     os.environ["MLFLOW_TRACKING_URI"] = tmp_path_factory.mktemp("mlruns").as_uri()
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
     yield
     for key, value in saved.items():
         if value is None:
@@ -172,10 +175,19 @@ def test_translation_model_from_mlflow_keeps_language_pair(tiny_models: dict[str
 def test_runs_uri(pipes: dict[str, Any], tmp_path: Path) -> None:
     """A model logged as run artifacts is read through a runs:/ URI (copied into the cache)."""
     info = save_model(pipes["fill-mask"], tmp_path / "fm")
-    with mlflow.start_run() as run:
-        mlflow.log_artifacts(str(info.root), "model")
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # no global run state
+    run = client.create_run(client.create_experiment("hfspark-flavor-tests"))
+    client.log_artifacts(run.info.run_id, str(info.root), "model")
+    client.set_terminated(run.info.run_id)
     uri = f"runs:/{run.info.run_id}/model"
     remote = read_info(uri)
     assert remote.uri == uri and remote.root != info.root
     assert remote.content_hash == info.content_hash and remote.flavor == "hfspark"
     assert read_info(uri).root == remote.root  # cached: no second download
+
+
+def test_missing_run_is_not_retried() -> None:
+    from hfspark.errors import ModelStoreError
+
+    with pytest.raises(ModelStoreError, match="runs:/0123456789abcdef/model: not found"):
+        read_info("runs:/0123456789abcdef/model")

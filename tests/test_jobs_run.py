@@ -75,8 +75,8 @@ def test_input_and_output_formats(spark, tmp_path, models, inputs, src, dst) -> 
         back = spark.read.option("header", True).option("multiLine", True).option("escape", '"').csv(str(target))
     else:
         back = spark.read.format(dst).load(str(target))
-    rows = {r["id"]: r for r in back.collect()}
-    assert len(rows) == 63 and {int(i) for i in rows} == {r["id"] for r in sample_rows(60)}
+    rows = {int(r["id"]): r for r in back.collect()}
+    assert len(rows) == 63 and set(rows) == {r["id"] for r in sample_rows(60)}
     for col in ("_model_name", "_model_hash", "_run_id", "_inferred_at"):
         assert col in back.columns
     pred = rows[1]["pred"]

@@ -134,7 +134,8 @@ def save_model(
         raise ConfigError(f"metadata key {HfSparkKey.SECTION!r} is reserved for hfspark.")
     example = None if input_example is None else json_safe(input_example, "input_example")
 
-    source = make_source(model, allow_pickle=allow_pickle, torch_dtype=torch_dtype)
+    source = make_source(model, allow_pickle=allow_pickle, torch_dtype=torch_dtype,
+                         storage_options=storage_options)
     requested = task or source.task_hint
     canonical = canonical_task(requested) if requested else infer_task(source.config,
                                                                       source.components)

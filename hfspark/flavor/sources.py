@@ -4,6 +4,12 @@ A source knows its config, its components and how to write ``model/`` and ``comp
 into a staging folder. A folder is copied file by file (never loaded), except that its
 processors are re-saved under ``components/`` as MLflow expects, and pickle weights are
 converted to safetensors when the caller allows it.
+
+Example:
+    >>> from hfspark.flavor.sources import make_source
+    >>> src = make_source("/models/bert-ner", allow_pickle=False)   # reads config.json only
+    >>> src.model_type, sorted(src.components)
+    ('BertForTokenClassification', ['tokenizer'])
 """
 
 from __future__ import annotations
@@ -202,7 +208,8 @@ class MemorySource(Source):
         return classes
 
 
-def make_source(model: Any, *, allow_pickle: bool, torch_dtype: Any = None) -> Source:
+def make_source(model: Any, *, allow_pickle: bool, torch_dtype: Any = None,
+                storage_options: Mapping[str, Any] | None = None) -> Source:
     """Wrap what the user passed to ``save_model``.
 
     Raises:
@@ -211,7 +218,8 @@ def make_source(model: Any, *, allow_pickle: bool, torch_dtype: Any = None) -> S
     if isinstance(model, (str, Path)):
         from hfspark.flavor.store import is_remote, resolve_local
 
-        folder = resolve_local(model) if is_remote(model) else Path(model).expanduser().absolute()
+        folder = (resolve_local(model, storage_options=storage_options) if is_remote(model)
+                  else Path(model).expanduser().absolute())
         if not folder.is_dir():
             raise ConfigError(f"{model} is not a folder with a transformers model (config.json).")
         return FolderSource(folder, allow_pickle=allow_pickle)

@@ -52,7 +52,6 @@ BACKOFF_ENV = "HFSPARK_STORE_BACKOFF"
 LOCK_TIMEOUT_ENV = "HFSPARK_CACHE_LOCK_TIMEOUT"
 #: errors a retry cannot fix.
 _PERMANENT = (
-    FileNotFoundError,
     PermissionError,
     NotADirectoryError,
     IsADirectoryError,
@@ -115,19 +114,20 @@ def with_retries(fn: Callable[[], T], uri: str, what: str, *, attempts: int | No
     Raises:
         ModelStoreError: naming the URI, after the last attempt or on a permanent error.
     """
-    attempts = attempts or int(os.environ.get(RETRIES_ENV, "4"))
+    attempts = max(1, attempts or int(os.environ.get(RETRIES_ENV, "4")))
     base = float(os.environ.get(BACKOFF_ENV, "0.5"))
-    for i in range(max(1, attempts)):
+    for i in range(attempts):
         try:
             return fn()
         except HfSparkError:
             raise
-        except FileNotFoundError as e:
-            raise ModelStoreError(f"Cannot {what} {uri}: not found ({e}). Check the URI.") from e
-        except _PERMANENT as e:
-            raise ModelStoreError(f"Cannot {what} {uri}: {type(e).__name__}: {e}") from e
-        except Exception as e:  # network, throttling, timeouts: retry
-            if i + 1 >= attempts:
+        except Exception as e:
+            if _not_found(e):
+                raise ModelStoreError(f"Cannot {what} {uri}: not found ({e}). "
+                                      "Check the URI.") from e
+            if isinstance(e, _PERMANENT):
+                raise ModelStoreError(f"Cannot {what} {uri}: {type(e).__name__}: {e}") from e
+            if i + 1 >= attempts:  # network, throttling, timeouts: retried until here
                 raise ModelStoreError(
                     f"Cannot {what} {uri} after {attempts} attempts: {type(e).__name__}: {e}. "
                     "Check that the store is reachable and the credentials are valid."
@@ -137,6 +137,12 @@ def with_retries(fn: Callable[[], T], uri: str, what: str, *, attempts: int | No
                          attempts - 1, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _not_found(e: BaseException) -> bool:
+    """A missing file, or MLflow's RESOURCE_DOES_NOT_EXIST (a missing run or model)."""
+    return isinstance(e, FileNotFoundError) or getattr(e, "error_code", None) == (
+        "RESOURCE_DOES_NOT_EXIST")
 
 
 def _filesystem(uri: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:

@@ -185,6 +185,12 @@ class RunSection(_Section):
     progress: Literal["auto", "bar", "log", "off"] = "auto"
     log_every_s: float = Field(default=10.0, gt=0)
 
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        # YAML 1.1 reads a bare ``off`` / ``on`` as a boolean.
+        return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
+
     def resume_enabled(self, job: JobConfig) -> bool:
         """Resume is on by default when the input has an ``id_column`` and output appends."""
         if self.resume is None:

@@ -92,29 +92,32 @@ def one_line(exc: BaseException, redactor: Redactor | None = None) -> str:
 
 
 def model_load_counts(spark: SparkSession) -> dict[str, int]:
-    """Models loaded per Python worker (``host:pid``) on the executors, from a tiny probe job.
+    """Models loaded per Python worker (``host:pid``) on the executors, from a tiny probe.
 
-    Idle Python workers are reused by the probe's tasks, so this sees the workers that ran
-    the job's inference as long as they are still alive (about a minute of idleness).
+    The probe is a ``mapInPandas`` job, so it runs in the same pool of (reused) Python
+    workers as the model UDFs and sees the workers that ran the job's inference, as long
+    as they are still alive (idle workers exit after about a minute).
     """
     try:
-        sc = spark.sparkContext
+        n = max(2, spark.sparkContext.defaultParallelism * 2)
     except Exception:  # noqa: BLE001 - Spark Connect
-        return {}
-    n = max(2, sc.defaultParallelism * 2)
+        n = 4
 
-    def probe(_: Any) -> Any:
+    def probe(frames: Any) -> Any:
         import os
         import socket
 
+        import pandas as pd
+
         from hfspark.udfs.executor import load_count
 
-        yield (f"{socket.gethostname()}:{os.getpid()}", load_count())
+        for _ in frames:
+            pass
+        yield pd.DataFrame({"worker": [f"{socket.gethostname()}:{os.getpid()}"],
+                            "loads": [load_count()]})
 
-    counts: dict[str, int] = {}
-    for worker, loads in sc.parallelize(range(n), n).mapPartitions(probe).collect():
-        counts[worker] = loads
-    return dict(sorted(counts.items()))
+    rows = spark.range(0, n, 1, n).mapInPandas(probe, "worker string, loads int").collect()
+    return dict(sorted((r["worker"], int(r["loads"])) for r in rows))
 
 
 @dataclass

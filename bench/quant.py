@@ -1,0 +1,89 @@
+"""Opt-in faster CPU paths: dynamic int8 quantization and bfloat16, speed and output change.
+
+One process, one torch thread, the same token ids for every variant, length-sorted batches
+as hfspark runs them (``ENGINE`` settings). Speed is relative to float32 measured in the same
+process (variants interleaved, best of ``reps``); outputs are compared row by row with the
+float32 ones:
+
+* classification: largest absolute difference of any label score, and label agreement;
+* embeddings: cosine similarity of each vector with its float32 vector (mean and minimum).
+
+Example:
+    >>> rows = run_quant(folder, "text-classification", texts[:300], reps=2)
+    >>> [(r.variant, r.speedup, r.label_agreement) for r in rows]
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.ceiling import forward_all, load_model, tokenize
+from bench.models import MAX_LENGTH
+from bench.systems import ENGINE
+
+__all__ = ["QuantResult", "VARIANTS", "run_quant"]
+
+#: variant name -> load_model keyword arguments.
+VARIANTS: dict[str, dict[str, str]] = {
+    "fp32": {},
+    "int8 dynamic": {"quantize": "int8"},
+    "bf16": {"dtype": "bfloat16"},
+}
+
+
+@dataclass
+class QuantResult:
+    """One variant of one task."""
+
+    task: str
+    variant: str
+    rows: int
+    rows_per_s: float
+    speedup: float  # vs fp32
+    max_abs_score_diff: float | None = None
+    label_agreement: float | None = None  # fraction of rows
+    cosine_mean: float | None = None
+    cosine_min: float | None = None
+
+
+def _compare(task: str, ref: list[list[float]], out: list[list[float]]) -> dict[str, float]:
+    import torch
+
+    a, b = torch.tensor(ref), torch.tensor(out)
+    if task == "text-classification":
+        return {
+            "max_abs_score_diff": float((a - b).abs().max()),
+            "label_agreement": float((a.argmax(-1) == b.argmax(-1)).float().mean()),
+        }
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
+    return {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min())}
+
+
+def run_quant(folder: Path, task: str, texts: Sequence[str], *, reps: int = 2,
+              batch: int | None = None) -> list[QuantResult]:
+    """Measure every variant of :data:`VARIANTS` on ``texts`` (fp32 first)."""
+    import torch
+
+    torch.set_num_threads(1)
+    batch = batch or int(ENGINE["batch_size"])
+    models = {name: load_model(folder, task, **kw) for name, kw in VARIANTS.items()}
+    ids = tokenize(models["fp32"][1], texts, MAX_LENGTH)
+    for model, _ in models.values():  # warm-up: first calls allocate and pick kernels
+        forward_all(model, task, ids[:batch], batch)
+    best = {name: float("inf") for name in models}
+    outputs: dict[str, list] = {}
+    for _ in range(max(1, reps)):
+        for name, (model, _) in models.items():
+            start = time.perf_counter()
+            outputs[name] = forward_all(model, task, ids, batch, keep=True)
+            best[name] = min(best[name], time.perf_counter() - start)
+    results = []
+    for name in models:
+        results.append(QuantResult(
+            task=task, variant=name, rows=len(texts), rows_per_s=len(texts) / best[name],
+            speedup=best["fp32"] / best[name], **_compare(task, outputs["fp32"], outputs[name]),
+        ))
+    return results
