@@ -76,6 +76,7 @@ class JobResult:
     cold_seconds: float
     loads_cold: int | None
     loads_timed: int | None
+    loads_total: int | None
     workers: int
     peak_rss_mib: float
     all_seconds: list[float] = field(default_factory=list)
@@ -261,12 +262,14 @@ def run_spark_system(system: SparkSystem, model: BenchModel, data: Path, *, task
                 times.append(_job(full, column))
                 after = counter.value()
                 timed_loads.append(None if after is None or before is None else after - before)
+            end = counter.value()
         loads_cold = None if after_cold is None or base is None else after_cold - base
+        loads_total = None if end is None or base is None else end - base
         known = [n for n in timed_loads if n is not None]
         return JobResult(
             system=system.name, task=task, partitions=partitions, rows=rows, tokens=tokens,
             seconds=min(times), cold_seconds=cold_s, loads_cold=loads_cold,
-            loads_timed=max(known) if known else None, workers=len(memory.pids),
+            loads_timed=max(known) if known else None, loads_total=loads_total, workers=len(memory.pids),
             peak_rss_mib=memory.peak_mib(),
             all_seconds=times,
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -187,9 +188,18 @@ def model_udf(
         from pyspark.sql import SparkSession
 
         shipped = ship_model(SparkSession.getActiveSession(), info.root)
-    ref = ModelRef(uri=str(model_uri), task=task_name, content_hash=info.content_hash,
+    ref = ModelRef(uri=str(model_uri), task=task_name, content_hash=_cache_key(info),
                    options=opts, shipped=shipped)
     return ModelUDF(ref, info, adapter)
+
+
+def _cache_key(info: Any) -> str:
+    """Weights hash + config hash: a relabelled model with the same weights is another model."""
+    import hashlib
+
+    config = Path(info.model_dir) / "config.json"
+    digest = hashlib.sha256(config.read_bytes()).hexdigest()[:16] if config.exists() else "noconfig"
+    return f"{info.content_hash}-{digest}"
 
 
 def register(spark: SparkSession, name: str, model_uri: str, **options: Any) -> ModelUDF:
