@@ -41,7 +41,7 @@ test: install
 	$(PY) -m pytest -q -x --timeout=900 tests
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow and not cluster" tests
+	$(PY) -m pytest -q -m "not slow and not cluster and not connect" tests
 
 lint: install
 	$(VENV)/bin/ruff check hfspark tests bench

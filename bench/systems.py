@@ -35,11 +35,14 @@ import pandas as pd  # module level: pandas_udf resolves the type hints here
 from bench.models import MAX_LENGTH, MLFLOW_CONFIG, BenchModel
 from bench.monitor import FileOpens, WorkerMemory
 
-__all__ = ["ENGINE", "SYSTEMS", "JobResult", "SparkSystem", "run_spark_system", "spark_settings"]
+__all__ = ["SPEECH_ENGINE", "ENGINE", "SYSTEMS", "JobResult", "SparkSystem", "run_spark_system", "spark_settings"]
 
 #: hfspark engine settings for CPU (see bench/README.md "Engine settings" and results/tune.md):
 #: length-sorted batches of up to 16 rows, at most 2,048 padded tokens per forward pass.
 ENGINE: dict[str, Any] = {"batch_size": 16, "max_tokens_per_batch": 2048}
+#: hfspark settings for speech: a row's cost is its audio length, so no token budget;
+#: 8 clips per generate() call (generation is sequential in tokens, batching amortises it).
+SPEECH_ENGINE: dict[str, Any] = {"batch_size": 8}
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ class JobResult:
     workers: int
     peak_rss_mib: float
     all_seconds: list[float] = field(default_factory=list)
+    outputs: dict[int, Any] | None = None  # id -> output, when the job collected them
     note: str = ""
 
     @property
@@ -159,8 +163,16 @@ def mlflow_opens_per_load(path: Path) -> int:
 def _hfspark_column(model: BenchModel, task: str, stats_dir: Path) -> tuple[Any, Any]:
     from hfspark.udfs import model_udf
 
-    udf = model_udf(str(model.hfspark), task=task, max_length=MAX_LENGTH, **ENGINE)
-    return udf("text"), LogLoads(stats_dir)
+    if task == "automatic-speech-recognition":
+        udf = model_udf(str(model.hfspark), task=task, **SPEECH_ENGINE)
+    else:
+        udf = model_udf(str(model.hfspark), task=task, max_length=MAX_LENGTH, **ENGINE)
+    return udf(input_col(task)), LogLoads(stats_dir)
+
+
+def input_col(task: str) -> str:
+    """The input column of the benchmark data for a task."""
+    return "audio" if task == "automatic-speech-recognition" else "text"
 
 
 def _mlflow_column(spark: Any, model: BenchModel, task: str, batch_size: int | None,
@@ -171,10 +183,11 @@ def _mlflow_column(spark: Any, model: BenchModel, task: str, batch_size: int | N
     result_type = {
         "text-classification": "label string, score double",
         "feature-extraction": "array<array<double>>",
+        "automatic-speech-recognition": "string",
     }[task]
     udf = mlflow.pyfunc.spark_udf(spark, str(model.mlflow), result_type=result_type,
                                   env_manager="local", model_config=config)
-    return udf("text"), MlflowLoads(_mlflow_copy(), per_load)
+    return udf(input_col(task)), MlflowLoads(_mlflow_copy(), per_load)
 
 
 def _mlflow_copy() -> Path:
@@ -211,6 +224,25 @@ def _naive_column(model: BenchModel, task: str, stats_dir: Path) -> tuple[Any, A
 
         return classify("text"), LogLoads(stats_dir)
 
+    if task == "automatic-speech-recognition":
+
+        @pandas_udf("string")  # type: ignore[call-overload]
+        def transcribe(audio: pd.Series) -> pd.Series:
+            import io
+
+            import soundfile
+            from transformers import pipeline
+
+            pipe = pipeline("automatic-speech-recognition", model=folder)
+            _count_load()
+            clips = []
+            for data in audio:
+                array, rate = soundfile.read(io.BytesIO(data), dtype="float32")
+                clips.append({"raw": array, "sampling_rate": rate})
+            return pd.Series([o["text"] for o in pipe(clips)])
+
+        return transcribe("audio"), LogLoads(stats_dir)
+
     @pandas_udf("array<float>")  # type: ignore[call-overload]
     def embed(texts: pd.Series) -> pd.Series:
         import numpy as np
@@ -235,15 +267,20 @@ def _column(system: SparkSystem, spark: Any, model: BenchModel, task: str,
 
 
 # ---------------------------------------------------------------------------------- run
-def _job(df: Any, column: Any) -> float:
+def _job(df: Any, column: Any, keep: bool = False) -> tuple[float, list[Any] | None]:
+    """Run one job; ``keep`` collects (id, output) rows instead of writing to ``noop``."""
+    out = df.select("id", column.alias("out"))
     start = time.perf_counter()
-    df.select("id", column.alias("out")).write.format("noop").mode("overwrite").save()
-    return time.perf_counter() - start
+    if keep:
+        rows = out.collect()
+        return time.perf_counter() - start, rows
+    out.write.format("noop").mode("overwrite").save()
+    return time.perf_counter() - start, None
 
 
 def run_spark_system(system: SparkSystem, model: BenchModel, data: Path, *, task: str,
                      rows: int, tokens: int, partitions: int, reps: int,
-                     cores: int) -> JobResult:
+                     cores: int, keep: bool = False) -> JobResult:
     """Measure one system at one partition count on a fresh local session."""
     stats_dir = Path(tempfile.mkdtemp(prefix="hfspark-bench-stats-"))
     spark = _session(cores, stats_dir)
@@ -254,12 +291,13 @@ def run_spark_system(system: SparkSystem, model: BenchModel, data: Path, *, task
         column, counter = _column(system, spark, model, task, stats_dir)
         with WorkerMemory() as memory, counter:
             base = counter.value()
-            cold_s = _job(cold, column)
+            cold_s, _ = _job(cold, column)
             after_cold = counter.value()
             times, timed_loads = [], []
             for _ in range(max(1, reps)):
                 before = counter.value()
-                times.append(_job(full, column))
+                seconds, kept = _job(full, column, keep)
+                times.append(seconds)
                 after = counter.value()
                 timed_loads.append(None if after is None or before is None else after - before)
             end = counter.value()
@@ -271,7 +309,7 @@ def run_spark_system(system: SparkSystem, model: BenchModel, data: Path, *, task
             seconds=min(times), cold_seconds=cold_s, loads_cold=loads_cold,
             loads_timed=max(known) if known else None, loads_total=loads_total, workers=len(memory.pids),
             peak_rss_mib=memory.peak_mib(),
-            all_seconds=times,
+            all_seconds=times, outputs={r["id"]: r["out"] for r in kept} if kept else None,
         )
     finally:
         spark.stop()
@@ -289,7 +327,7 @@ def run_scaling(model: BenchModel, sets: list[tuple[int, Path]], *, task: str, p
         _job(first.limit(8 * partitions).repartition(partitions), column)
         out = []
         for rows, path in sets:
-            seconds = _job(spark.read.parquet(str(path)).repartition(partitions), column)
+            seconds, _ = _job(spark.read.parquet(str(path)).repartition(partitions), column)
             out.append({"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds,
                         "tokens_per_s": rows * tokens_per_row / seconds})
         return out

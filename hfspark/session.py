@@ -54,9 +54,9 @@ def spark_conf(extra: Mapping[str, Any] | None = None, *, with_delta: bool = Tru
     if with_delta:
         conf["spark.jars"] = ",".join(str(p) for p in delta_jars())
     for key, value in worker_env().items():
-        if key.startswith("PYSPARK"):
-            continue
         conf[f"spark.executorEnv.{key}"] = value
+    conf["spark.pyspark.python"] = sys.executable
+    conf["spark.pyspark.driver.python"] = sys.executable
     conf.update({k: str(v) for k, v in (extra or {}).items()})
     return conf
 
