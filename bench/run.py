@@ -11,6 +11,9 @@ Environment knobs:
     HFSPARK_BENCH_REPS    timed jobs per configuration, best one reported (default 1)
     HFSPARK_BENCH_CORES   Spark cores = ceiling processes (default 2)
     HFSPARK_BENCH_TASKS   comma list: classification,embeddings,speech (default all)
+    HFSPARK_BENCH_SYSTEMS comma list of Spark systems (default all: hfspark, mlflow default,
+                          mlflow bs8, mlflow bs32, naive pandas_udf)
+    HFSPARK_BENCH_PARTITIONS  comma list (default 2,32)
     HFSPARK_BENCH_OUT     results folder (default bench/results; quick: bench/results/quick)
     HFSPARK_BENCH_WORK    cache folder for models and data (default $TMPDIR/hfspark-bench)
 
@@ -27,6 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import logging  # noqa: E402
 import platform  # noqa: E402
@@ -62,6 +66,8 @@ class Settings:
     reps: int
     cores: int
     tasks: list[str]
+    systems: list[str]
+    partitions: tuple[int, ...]
     out: Path
     work: Path
     extra: dict[str, Any] = field(default_factory=dict)
@@ -71,12 +77,21 @@ class Settings:
         quick = os.environ.get("HFSPARK_BENCH_QUICK", "0") not in ("", "0", "false")
         root = Path(__file__).resolve().parent / "results"
         tasks = os.environ.get("HFSPARK_BENCH_TASKS", ",".join(TASKS))
+        systems = [x.strip() for x in os.environ.get("HFSPARK_BENCH_SYSTEMS", ",".join(SYSTEMS))
+                   .split(",") if x.strip()]
+        unknown = [x for x in systems if x not in SYSTEMS]
+        if unknown:
+            raise SystemExit(f"unknown system(s) {unknown} in HFSPARK_BENCH_SYSTEMS; "
+                             f"use {', '.join(SYSTEMS)}")
+        parts = os.environ.get("HFSPARK_BENCH_PARTITIONS", ",".join(map(str, PARTITIONS)))
         return cls(
             rows=int(os.environ.get("HFSPARK_BENCH_ROWS", "200" if quick else "2000")),
             quick=quick,
             reps=1 if quick else int(os.environ.get("HFSPARK_BENCH_REPS", "1")),
             cores=int(os.environ.get("HFSPARK_BENCH_CORES", "2")),
             tasks=[t.strip() for t in tasks.split(",") if t.strip()],
+            systems=systems,
+            partitions=tuple(int(p) for p in parts.split(",") if p.strip()),
             out=Path(os.environ.get("HFSPARK_BENCH_OUT") or (root / "quick" if quick else root)),
             work=Path(os.environ.get("HFSPARK_BENCH_WORK")
                       or Path(tempfile.gettempdir()) / "hfspark-bench"),
@@ -135,9 +150,10 @@ def run_text_task(key: str, s: Settings, texts: list[str], results: dict[str, An
     tokens = _token_counts(model.folder, texts)
     results["data"][key] = {**describe(texts, tokens), "fingerprint": fingerprint(texts)}
     total = sum(tokens)
-    systems = list(SYSTEMS.values()) if key == "classification" else [
-        SYSTEMS["hfspark"], SYSTEMS["mlflow default"], SYSTEMS["naive pandas_udf"]]
-    partitions = PARTITIONS if key == "classification" else PARTITIONS[:1]
+    wanted = s.systems if key == "classification" else [
+        n for n in ("hfspark", "mlflow default", "naive pandas_udf") if n in s.systems]
+    systems = [SYSTEMS[n] for n in wanted]
+    partitions = s.partitions if key == "classification" else s.partitions[:1]
     for parts in partitions:
         for system in systems:
             _say(f"{task}: {system.name} at {parts} partitions")
@@ -159,8 +175,8 @@ def run_text_task(key: str, s: Settings, texts: list[str], results: dict[str, An
         sizes = [n for n in SCALING_ROWS if n >= len(texts)] or [len(texts)]
         sets = [(n, _write_parquet(cycled(texts, n), s.work / "data" / f"cycled-{n}.parquet"))
                 for n in sizes]
-        _say(f"{task}: scaling series {sizes} at {PARTITIONS[0]} partitions")
-        results["scaling"] = run_scaling(model, sets, task=task, partitions=PARTITIONS[0],
+        _say(f"{task}: scaling series {sizes} at {s.partitions[0]} partitions")
+        results["scaling"] = run_scaling(model, sets, task=task, partitions=s.partitions[0],
                                          cores=s.cores, tokens_per_row=total / len(texts))
 
 
@@ -173,7 +189,7 @@ def main() -> int:
          f"out={s.out}")
     results: dict[str, Any] = {
         "settings": {"rows": s.rows, "quick": s.quick, "reps": s.reps, "cores": s.cores,
-                     "partitions": list(PARTITIONS), "engine": ENGINE, "max_length": MAX_LENGTH,
+                     "partitions": list(s.partitions), "engine": ENGINE, "max_length": MAX_LENGTH,
                      "sink": "noop", "ceiling_modes": list(CEILING_MODES)},
         "machine": _machine(), "data": {}, "spark": [], "ceiling": {}, "quant": [],
         "scaling": [], "speech": [], "failures": [],
@@ -185,7 +201,8 @@ def main() -> int:
             from bench.speech import run_speech
 
             _say("automatic-speech-recognition: Whisper tiny.en on espeak-ng speech")
-            results["speech"] = run_speech(s.work, quick=s.quick, cores=s.cores, results=results)
+            results["speech"] = run_speech(s.work, quick=s.quick, cores=s.cores, results=results,
+                                           systems=s.systems)
         elif key in TASKS:
             run_text_task(key, s, texts, results)
         else:

@@ -105,7 +105,8 @@ def _text(out: Any) -> str:
     return str(out["text"] if "text" in out else out[0])
 
 
-def run_speech(work: Path, *, quick: bool, cores: int, results: dict[str, Any]) -> list[dict[str, Any]]:
+def run_speech(work: Path, *, quick: bool, cores: int, results: dict[str, Any],
+               systems: list[str] | None = None) -> list[dict[str, Any]]:
     """hfspark vs MLflow default vs the naive UDF on spoken sentences (2 partitions)."""
     import jiwer
     import pandas as pd
@@ -122,6 +123,8 @@ def run_speech(work: Path, *, quick: bool, cores: int, results: dict[str, Any]) 
     model = prepare_whisper(work)
     rows = []
     for name in ("hfspark", "mlflow default", "naive pandas_udf"):
+        if systems is not None and name not in systems:
+            continue
         try:
             r = run_spark_system(SYSTEMS[name], model, data, task=TASK, rows=len(clips), tokens=0,
                                  partitions=2, reps=1, cores=cores, keep=True)

@@ -6,7 +6,7 @@ Every system runs on the same ``local[N]`` session settings, the same parquet in
 nothing and all systems pay the same). Each (system, partitions) pair gets a fresh
 SparkSession, so its Python workers start cold and their memory is its own:
 
-1. a small *cold* job (``8 × P`` rows, P partitions): worker start, imports, model loads;
+1. a small *cold* job (``2 × P`` rows, P partitions): worker start, imports, model loads;
 2. ``reps`` timed jobs on all rows (the best one is reported).
 
 Model loads: hfspark appends a line per load to ``$HFSPARK_STATS_DIR/loads.log`` (set with
@@ -287,7 +287,7 @@ def run_spark_system(system: SparkSystem, model: BenchModel, data: Path, *, task
     try:
         source = spark.read.parquet(str(data))
         full = source.repartition(partitions)
-        cold = source.limit(8 * partitions).repartition(partitions)
+        cold = source.limit(2 * partitions).repartition(partitions)
         column, counter = _column(system, spark, model, task, stats_dir)
         with WorkerMemory() as memory, counter:
             base = counter.value()
@@ -324,7 +324,7 @@ def run_scaling(model: BenchModel, sets: list[tuple[int, Path]], *, task: str, p
     try:
         column, _ = _hfspark_column(model, task, stats_dir)
         first = spark.read.parquet(str(sets[0][1]))
-        _job(first.limit(8 * partitions).repartition(partitions), column)
+        _job(first.limit(2 * partitions).repartition(partitions), column)
         out = []
         for rows, path in sets:
             seconds, _ = _job(spark.read.parquet(str(path)).repartition(partitions), column)

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("uri", help="model URI (folder, file://, s3://, models:/, pypi://PACKAGE)")
     ins.add_argument("--task", help="task, for a plain transformers folder")
     ins.add_argument("--json", action="store_true", help="print as JSON")
+    from hfspark.sql import add_sql_command
+
+    add_sql_command(sub)
     return parser
 
 
@@ -84,6 +87,10 @@ def main(argv: Sequence[str] | None = None, *, embedded: bool = True) -> int:
             return _run(args, embedded)
         if args.command == "validate":
             return _validate(args, embedded)
+        if args.command == "sql":
+            from hfspark.sql import sql_command
+
+            return sql_command(args, embedded)
         return _inspect(args)
     except (ConfigError, InputSchemaError, UnknownTaskError, ModelValidationError) as e:
         _fail(str(e))

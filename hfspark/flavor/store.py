@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import time
 import uuid
@@ -36,6 +37,7 @@ __all__ = [
     "cache_dir_for",
     "is_remote",
     "local_path",
+    "pin_uri",
     "resolve_local",
     "remote_exists",
     "remove_remote",
@@ -202,13 +204,69 @@ def _download_fsspec(uri: str, dest: Path, storage_options: Mapping[str, Any] | 
     with_retries(fetch, uri, "download")
 
 
-def _download_mlflow(uri: str, dest: Path) -> None:
+def _import_mlflow(uri: str) -> Any:
     try:
         import mlflow.artifacts
     except ImportError as e:
         raise MissingDependencyError(
             f"{uri} is an MLflow URI: install mlflow (pip install 'hfspark[mlflow]')."
         ) from e
+    return mlflow
+
+
+#: ``models:/NAME@ALIAS`` or ``models:/NAME/SUFFIX`` (a version, ``latest`` or a stage).
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<suffix>[^/]+))$")
+
+
+def pin_uri(uri: str) -> str:
+    """``models:/name@alias`` (or ``/latest``, ``/Stage``) -> ``models:/name/<version now>``.
+
+    Aliases, ``latest`` and stages move; a version does not. Resolving them first (with
+    ``MlflowClient`` against the current tracking/registry URI) makes the per-machine cache
+    key the version, and a driver that pins a URI before shipping it makes every executor
+    load the same version. Any other URI is returned as it is (mlflow is not imported).
+
+    Raises:
+        MissingDependencyError: mlflow is not installed.
+        ModelStoreError: the model or alias does not exist, or the registry is unreachable.
+
+    Example:
+        >>> pin_uri("models:/sentiment@champion")
+        'models:/sentiment/3'
+    """
+    text = str(uri).rstrip("/")
+    m = _MODELS_URI.match(text)
+    if m is None or (m["suffix"] or "").isdigit():
+        return text
+    mlflow = _import_mlflow(text)
+    name, alias, suffix = m["name"], m["alias"], m["suffix"]
+
+    def version() -> str:
+        from mlflow.exceptions import MlflowException
+
+        client = mlflow.MlflowClient()
+        try:
+            if alias:
+                return str(client.get_model_version_by_alias(name, alias).version)
+            import warnings
+
+            with warnings.catch_warnings():  # stages are deprecated in MLflow, still resolved
+                warnings.simplefilter("ignore")
+                stages = None if suffix.lower() == "latest" else [suffix]
+                found = client.get_latest_versions(name, stages=stages)
+        except MlflowException as e:
+            if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise FileNotFoundError(e.message) from e
+            raise
+        if not found:
+            raise FileNotFoundError(f"registered model {name!r} has no version for {suffix!r}")
+        return str(max(int(v.version) for v in found))
+
+    return f"models:/{name}/{with_retries(version, text, 'resolve')}"
+
+
+def _download_mlflow(uri: str, dest: Path) -> None:
+    mlflow = _import_mlflow(uri)
     staging = dest.parent / f"{dest.name}.mlflow"
     staging.mkdir(parents=True, exist_ok=True)
     got = with_retries(
@@ -228,7 +286,9 @@ def resolve_local(
     (absolute). Any fsspec URL (``s3://``, ``gs://``, ``abfs://``, ``hdfs://``...) and MLflow
     URIs (``runs:/``, ``models:/``; needs mlflow) are copied into the cache under a file lock,
     through a temporary folder renamed into place, so concurrent callers never see a partial
-    copy. Once cached, no store is contacted again (delete the cache folder to refresh).
+    copy. Once cached, no store is contacted again (delete the cache folder to refresh), but
+    ``models:/name@alias``, ``/latest`` and stages are first resolved to the version they name
+    now (:func:`pin_uri`), so a moved alias is fetched into a new cache folder.
 
     Args:
         uri: where the model is.
@@ -247,7 +307,8 @@ def resolve_local(
         if not local.exists():
             raise ModelStoreError(f"No model at {uri}: {local} does not exist.")
         return local
-    text = str(uri).rstrip("/")
+    requested = str(uri).rstrip("/")
+    text = pin_uri(requested)  # an alias that moved gets a new cache folder
     final = cache_dir_for(text)
     if final.is_dir():
         return final
@@ -274,7 +335,7 @@ def resolve_local(
                 shutil.rmtree(tmp.parent / f"{tmp.name}.mlflow", ignore_errors=True)
                 raise
             (final.parent / f"{final.name}.json").write_text(
-                json.dumps({"uri": text, "time": time.time()})
+                json.dumps({"uri": text, "requested": requested, "time": time.time()})
             )
     except Timeout as e:
         raise ModelStoreError(

@@ -193,7 +193,9 @@ def run_job(
 
 
 def _spark_info(spark: Any) -> dict[str, Any]:
-    info: dict[str, Any] = {"version": spark.version}
+    import hfspark
+
+    info: dict[str, Any] = {"version": spark.version, "hfspark_from": str(hfspark.__file__)}
     try:
         sc = spark.sparkContext
         info.update(master=sc.master, app_id=sc.applicationId, default_parallelism=sc.defaultParallelism)

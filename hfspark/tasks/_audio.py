@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import io
+import re
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ __all__ = [
 AUDIO_FIELDS = ("audio",)
 AUDIO_TYPES: Mapping[str, tuple[str, ...]] = {"audio": ("binary", "struct")}
 _MAX_RATE = 768_000
+#: lower rates are mistakes (kHz for Hz) whose resampling would make huge arrays.
+_MIN_RATE = 1_000
 
 
 class AudioOptions(TaskOptions):
@@ -124,7 +127,7 @@ def decode_audio(data: bytes, max_duration_s: float | None = None) -> Audio:
     _check_wav_complete(data)
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
-            rate = int(f.samplerate)
+            rate = _check_rate(int(f.samplerate))
             if max_duration_s is not None and f.frames / rate > max_duration_s:
                 raise RowError(
                     f"the audio lasts {f.frames / rate:.1f} s, over max_duration_s={max_duration_s}"
@@ -133,7 +136,8 @@ def decode_audio(data: bytes, max_duration_s: float | None = None) -> Audio:
     except RowError:
         raise
     except (sf.SoundFileError, RuntimeError, TypeError, ValueError) as e:
-        raise RowError(f"cannot decode the audio bytes (WAV, FLAC or OGG expected): {e}") from e
+        reason = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(e))
+        raise RowError(f"cannot decode the audio bytes (WAV, FLAC or OGG expected): {reason}") from e
     return Audio(np.ascontiguousarray(samples.mean(axis=1), dtype=np.float32), rate)
 
 
@@ -156,6 +160,14 @@ def _check_wav_complete(data: bytes) -> None:
         pos += 8 + size + (size & 1)
 
 
+def _check_rate(rate: int) -> int:
+    """Refuse sampling rates outside [1 kHz, 768 kHz]: resampling them would blow up memory."""
+    if not _MIN_RATE <= rate <= _MAX_RATE:
+        raise RowError(f"sampling_rate must be between {_MIN_RATE} and {_MAX_RATE} Hz (a rate "
+                       f"in Hz, not kHz), got {rate}")
+    return rate
+
+
 def _from_struct(value: Mapping[str, Any]) -> Audio:
     array, rate = value.get("array"), value.get("sampling_rate")
     if array is None:
@@ -166,9 +178,7 @@ def _from_struct(value: Mapping[str, Any]) -> Audio:
         integral = False
     if not integral:
         raise RowError(f"the audio struct needs an integer 'sampling_rate', got {rate!r}")
-    rate = int(rate)
-    if not 0 < rate <= _MAX_RATE:
-        raise RowError(f"sampling_rate must be between 1 and {_MAX_RATE} Hz, got {rate}")
+    rate = _check_rate(int(rate))
     try:
         samples = np.asarray(array, dtype=np.float32)
     except (TypeError, ValueError) as e:

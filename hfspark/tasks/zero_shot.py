@@ -128,6 +128,10 @@ class ZeroShotClassification(TaskAdapter):
         row = fields_of(value, self.input_fields)
         text = require_text(row["text"])
         labels = row["candidate_labels"]
+        if labels is not None and not isinstance(labels, (list, tuple, np.ndarray)):
+            raise RowError(
+                f"'candidate_labels' must be an array of strings, got {type(labels).__name__}"
+            )
         if labels is None or len(labels) == 0:
             labels = self.options.candidate_labels or ()
         if len(labels) == 0:
