@@ -22,6 +22,10 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _pct(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.1f} %"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -65,10 +69,11 @@ def targets(results: dict[str, Any]) -> list[tuple[bool, str]]:
             out.append((ratio >= need, f"hfspark >= {need}x MLflow best at {parts} partitions: "
                         f"{ratio:.2f}x ({hf.rows_per_s:.1f} vs {best.system} "
                         f"{best.rows_per_s:.1f} rows/s)"))
-        ok = hf.loads_total == hf.workers and (hf.loads_timed or 0) == 0
+        ok = (hf.loads_total is not None and hf.loads_total == hf.load_pids
+              and hf.loads_total <= hf.workers and (hf.loads_timed or 0) == 0)
         out.append((ok, f"hfspark model loads = Python workers at {parts} partitions: "
-                    f"{hf.loads_total} loads for {hf.workers} workers over "
-                    f"{1 + len(hf.all_seconds)} jobs ({hf.loads_cold} in the cold job, "
+                    f"{hf.loads_total} loads by {hf.load_pids} processes, {hf.workers} workers "
+                    f"seen, over {1 + len(hf.all_seconds)} jobs ({hf.loads_cold} in the cold job, "
                     f"{hf.loads_timed} per timed job)"))
     series = results.get("scaling") or []
     if len(series) > 1:
@@ -140,9 +145,7 @@ def render(results: dict[str, Any]) -> str:
                   _table(["task", "variant", "rows/s", "speed-up", "max |score diff|",
                           "label agreement", "cosine mean", "cosine min"],
                          [[r.task, r.variant, _fmt(r.rows_per_s), _fmt(r.speedup, 2) + "x",
-                           _fmt(r.max_abs_score_diff, 5), _fmt(None if r.label_agreement is None
-                                                               else 100 * r.label_agreement) + " %"
-                           if r.label_agreement is not None else "-",
+                           _fmt(r.max_abs_score_diff, 5), _pct(r.label_agreement),
                            _fmt(r.cosine_mean, 5), _fmt(r.cosine_min, 5)] for r in q])]
     if results.get("scaling"):
         parts += ["", "## Scaling (hfspark, text-classification, 2 partitions, texts cycled)", "",

@@ -80,6 +80,7 @@ class JobResult:
     loads_cold: int | None
     loads_timed: int | None
     loads_total: int | None
+    load_pids: int | None  # distinct processes that loaded (None: not known)
     workers: int
     peak_rss_mib: float
     all_seconds: list[float] = field(default_factory=list)
@@ -127,8 +128,15 @@ class LogLoads:
     def __exit__(self, *exc: object) -> None:
         return None
 
+    def lines(self) -> list[str]:
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
     def value(self) -> int:
-        return len(self.log.read_text().splitlines()) if self.log.exists() else 0
+        return len(self.lines())
+
+    def pids(self) -> int | None:
+        """How many distinct processes loaded a model."""
+        return len({line.split("\t")[0] for line in self.lines()})
 
 
 class MlflowLoads:
@@ -145,6 +153,9 @@ class MlflowLoads:
     def __exit__(self, *exc: object) -> None:
         self.opens.__exit__(None, None, None)
         shutil.rmtree(self.opens.path.parent, ignore_errors=True)  # spark_udf's model copy
+
+    def pids(self) -> int | None:
+        return None
 
     def value(self) -> int | None:
         count = self.opens.poll()
@@ -250,7 +261,7 @@ def _naive_column(model: BenchModel, task: str, stats_dir: Path) -> tuple[Any, A
 
         pipe = pipeline("feature-extraction", model=folder)
         _count_load()
-        out = pipe(texts.tolist(), truncation=True, max_length=MAX_LENGTH)
+        out = pipe(texts.tolist(), truncation=True)  # the tokenizer's limit is MAX_LENGTH
         return pd.Series([np.asarray(o[0]).mean(axis=0).tolist() for o in out])
 
     return embed("text"), LogLoads(stats_dir)
@@ -307,7 +318,8 @@ def run_spark_system(system: SparkSystem, model: BenchModel, data: Path, *, task
         return JobResult(
             system=system.name, task=task, partitions=partitions, rows=rows, tokens=tokens,
             seconds=min(times), cold_seconds=cold_s, loads_cold=loads_cold,
-            loads_timed=max(known) if known else None, loads_total=loads_total, workers=len(memory.pids),
+            loads_timed=max(known) if known else None, loads_total=loads_total,
+            load_pids=counter.pids(), workers=len(memory.pids),
             peak_rss_mib=memory.peak_mib(),
             all_seconds=times, outputs={r["id"]: r["out"] for r in kept} if kept else None,
         )

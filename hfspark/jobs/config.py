@@ -173,10 +173,16 @@ class OutputSection(_Section):
 
 
 class RunSection(_Section):
-    """``run:`` resume, chunking, error budget, report and progress settings."""
+    """``run:`` resume, chunking, error budget, report and progress settings.
+
+    ``partitions`` is how many Spark partitions (parallel tasks) each chunk is split into
+    (default: Spark's default parallelism, i.e. every core). ``report_path`` is the folder of
+    run reports (``null``: none); ``models_dir`` where ``pypi://`` models are saved.
+    """
 
     resume: bool | None = None
     chunk_rows: int = Field(default=10_000, gt=0)
+    partitions: int | None = Field(default=None, gt=0)
     max_errors: int | None = Field(default=None, ge=0)
     max_error_rate: float | None = Field(default=None, ge=0.0, le=1.0)
     report_path: str | None = "output/reports"

@@ -127,8 +127,13 @@ def plan_chunks(
     id_column: str | None,
     n_chunks: int,
     done_ids: DataFrame | None = None,
+    partitions: int | None = None,
 ) -> Plan:
-    """Tag rows not yet written with their chunk, cache them, and count rows per chunk."""
+    """Tag rows not yet written with their chunk, cache them, and count rows per chunk.
+
+    With ``partitions`` the rows are spread over that many partitions first, so every chunk
+    keeps all executor cores busy (a small input file is often a single partition).
+    """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -136,6 +141,8 @@ def plan_chunks(
     if done_ids is not None and id_column:
         pending = pending.join(done_ids.select(id_column).distinct(), on=id_column, how="left_anti")
     pending = pending.withColumn(CHUNK_COLUMN, F.pmod(chunk_key(df, id_column), F.lit(n_chunks)))
+    if partitions:
+        pending = pending.repartition(partitions)
     pending = pending.persist(StorageLevel.MEMORY_AND_DISK)
     counts = {int(r[0]): int(r[1]) for r in pending.groupBy(CHUNK_COLUMN).count().collect()}
     return Plan(pending=pending, n_chunks=n_chunks, counts=dict(sorted(counts.items())))

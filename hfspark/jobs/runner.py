@@ -252,9 +252,19 @@ def _prepare(state: _Run) -> tuple[Plan, InputStats]:
     n = n_chunks_for(stats.rows, job.run.chunk_rows)
     report.fingerprint = job_fingerprint(job, [s.info.content_hash for s in state.steps], stats, n)
     report.txn_app_id = report.fingerprint if state.resume else f"{report.fingerprint}-{report.run_id}"
-    plan = plan_chunks(df, job.input.id_column, n, done)
+    plan = plan_chunks(df, job.input.id_column, n, done, _partitions(spark, job))
     report.timings_s["read"] += time.monotonic() - t0
     return plan, stats
+
+
+def _partitions(spark: Any, job: JobConfig) -> int | None:
+    """Partitions per chunk: ``run.partitions``, else Spark's default parallelism."""
+    if job.run.partitions:
+        return job.run.partitions
+    try:
+        return int(spark.sparkContext.defaultParallelism)
+    except Exception:  # noqa: BLE001 - Spark Connect: keep the input's partitioning
+        return None
 
 
 def _process(state: _Run, plan: Plan, progress: Progress, app_id: str) -> None:
@@ -352,7 +362,8 @@ def _finish(state: _Run, plan: Plan, progress: Progress) -> None:
             # idempotent writes under the same fingerprint: write them under a fresh app id.
             log.warning("%d input ids missing from the output; writing them again", check["missing"])
             plan.pending.unpersist()
-            repair = plan_chunks(state.input_df, id_col, plan.n_chunks, read_output(spark, job.output))
+            repair = plan_chunks(state.input_df, id_col, plan.n_chunks, read_output(spark, job.output),
+                                 _partitions(spark, job))
             progress.total = max(progress.total, progress.done + repair.rows)
             _process(state, repair, progress, f"{report.fingerprint}-repair-{report.run_id}")
             repair.pending.unpersist()

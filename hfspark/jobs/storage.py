@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import os
 from typing import TYPE_CHECKING, Any
 
 from hfspark.errors import ConfigError, InputSchemaError
@@ -159,7 +160,10 @@ def _flatten_for_csv(df: DataFrame) -> DataFrame:
 
 def describe_output(spark: SparkSession, out: OutputSection) -> dict[str, Any]:
     """Where the output is and what it holds: rows, columns, Delta version."""
-    info: dict[str, Any] = {"format": out.format, "location": out.target}
+    location = out.target
+    if out.format != "table" and "://" not in location and not location.startswith("/"):
+        location = os.path.abspath(location)
+    info: dict[str, Any] = {"format": out.format, "location": location}
     df = read_output(spark, out)
     if df is None:
         return {**info, "rows": 0, "columns": {}}

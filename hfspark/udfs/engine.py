@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from hfspark.errors import HfSparkError, RowCountMismatchError, RowError
+from hfspark.errors import RowCountMismatchError, RowError
 from hfspark.udfs.batching import plan_batches
 from hfspark.udfs.executor import Runtime
 from hfspark.udfs.options import UdfOptions
@@ -197,10 +197,7 @@ def predict_frame(
 ) -> pd.DataFrame | pd.Series:
     """One pandas batch in, one pandas batch out (same row count, same order)."""
     rows = rows_from_columns(columns, runtime.adapter.input_fields)
-    try:
-        results, errors = predict_rows(runtime, rows, options)
-    except HfSparkError:
-        raise
+    results, errors = predict_rows(runtime, rows, options)
     out = to_output(results, errors, runtime.adapter, options)
     if len(out) != len(rows):
         raise RowCountMismatchError(f"Output has {len(out)} rows for {len(rows)} input rows")

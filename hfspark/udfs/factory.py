@@ -209,7 +209,7 @@ def register(spark: SparkSession, name: str, model_uri: str, **options: Any) -> 
         >>> register(spark, "sentiment", "/models/sentiment", errors="column")
         >>> spark.sql("SELECT sentiment(text).label FROM reviews")
     """
-    if not isinstance(name, str) or not _SQL_NAME.match(name):
+    if not isinstance(name, str) or not _SQL_NAME.fullmatch(name):
         raise ConfigError(
             f"{name!r} is not a valid SQL function name: use letters, digits and underscores, "
             f"starting with a letter or underscore"
