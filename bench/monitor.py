@@ -68,12 +68,11 @@ def python_workers(root: int | None = None) -> list[int]:
 
     out = []
     for pid in pids:
-        line = cmd[pid]
-        if "pyspark.worker" in line or (
-            "pyspark.daemon" in line and "pyspark.daemon" in cmd.get(parent[pid], "")
-        ):
-            if under_root(pid):
-                out.append(pid)
+        line, parent_line = cmd[pid], cmd.get(parent[pid], "")
+        forked = "pyspark.daemon" in line and "pyspark.daemon" in parent_line
+        plain = "-m pyspark.worker" in line and "pyspark.daemon" not in line
+        if (forked or plain) and under_root(pid):
+            out.append(pid)
     return sorted(out)
 
 

@@ -215,19 +215,31 @@ def inspect_model(uri: str, task: str | None = None) -> dict[str, Any]:
     }
 
 
-def _find_versions(meta: Any, prefix: str = "") -> dict[str, str]:
-    """Every ``*version*`` entry in the model metadata (e.g. transformers, torch, mlflow)."""
-    out: dict[str, str] = {}
-    if isinstance(meta, dict):
-        for key, value in meta.items():
-            name = f"{prefix}{key}"
+def _find_versions(meta: Any) -> dict[str, str]:
+    """Package versions recorded in the model metadata (deduplicated, short names first)."""
+    found: list[tuple[str, str]] = []
+
+    def walk(node: Any, path: str) -> None:
+        if not isinstance(node, dict):
+            return
+        for key, value in node.items():
+            name = f"{path}.{key}" if path else str(key)
             if isinstance(value, dict):
-                if "version" in str(key).lower():
-                    out.update({str(k): str(v) for k, v in value.items()
-                                if v is not None and not isinstance(v, dict)})
-                out.update(_find_versions(value, f"{name}."))
-            elif "version" in str(key).lower() and value is not None:
-                out[name] = str(value)
+                if str(key).lower().endswith("versions"):
+                    found.extend((str(k), str(v)) for k, v in value.items()
+                                 if v is not None and not isinstance(v, dict))
+                walk(value, name)
+            elif str(key).lower().endswith("version") and value is not None:
+                found.append((name, str(value)))
+
+    walk(meta, "")
+    out: dict[str, str] = {}
+    for name, value in sorted(found, key=lambda kv: "." in kv[0]):
+        short = name.rsplit(".", 1)[-1].removesuffix("_version")
+        if out.get(short, value) == value:
+            out[short] = value
+        else:
+            out[name] = value
     return out
 
 

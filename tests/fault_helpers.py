@@ -101,9 +101,9 @@ class AppControl:
         self.markers_dir.mkdir(parents=True, exist_ok=True)
 
     def write_plan(self, models: Mapping[str, str], phases: list[dict[str, Any]], *,
-                   partitions: int = 16, rows: int | None = None) -> Path:
+                   partitions: int = 8) -> Path:
         """Write the app's plan (JSON) and return its path (the app's only argument)."""
-        plan = {"input": str(TEXTS), "rows": rows, "partitions": partitions,
+        plan = {"input": str(TEXTS), "partitions": partitions,
                 "ctl": str(self.ctl), "markers": str(self.markers_dir),
                 "models": dict(models), "phases": phases}
         path = self.root / "plan.json"

@@ -100,12 +100,13 @@ def test_trust_remote_code_never_true() -> None:
                     if isinstance(k, ast.Constant) and k.value == "trust_remote_code":
                         if not (isinstance(v, ast.Constant) and v.value is False):
                             problems.append(f"{_where(path, node)}: trust_remote_code not False")
-            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Dict):
                 keys = {k.value: v for k, v in zip(node.value.keys, node.value.values, strict=True)
                         if isinstance(k, ast.Constant)}
                 v = keys.get("trust_remote_code")
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 if isinstance(v, ast.Constant) and v.value is False:
-                    false_dicts.update(t.id for t in node.targets if isinstance(t, ast.Name))
+                    false_dicts.update(t.id for t in targets if isinstance(t, ast.Name))
         for node in ast.walk(tree):
             if not isinstance(node, ast.Call):
                 continue
@@ -242,7 +243,7 @@ def test_job_conf_python_tags_refused(tmp_path: Path, tag: str) -> None:
     conf.write_text(
         "input: {format: parquet, path: /data/in}\n"
         "models: [{name: p, uri: /models/m, inputs: text}]\n"
-        f"output: {{path: /data/out}}\nrun: {{report_path: {value}}}\n")
+        f"output: {{path: /data/out}}\nrun:\n  report_path: {value}\n")
     with pytest.raises(ConfigError, match="invalid YAML.*constructor"):
         load_config(conf)
     conf.write_text("input: {format: parquet, path: /data/in}\n"
@@ -334,7 +335,7 @@ def test_secrets_not_in_reports_or_logs(spark: Any, saved: dict[str, str], tmp_p
     from hfspark.jobs.validate import format_summary
 
     monkeypatch.setenv("HF_TOKEN", ENV_SECRET)
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="hfspark")  # py4j's DEBUG log echoes every JVM call
     spark.createDataFrame([(1, "I love it"), (2, None)], "id long, text string") \
         .write.parquet(str(tmp_path / "in"))
     job = parse_config(_job_yaml(tmp_path, saved, str(tmp_path / "in")), "job.yaml")
@@ -351,23 +352,44 @@ def test_secrets_not_in_reports_or_logs(spark: Any, saved: dict[str, str], tmp_p
                   json.dumps(report.to_dict(), default=str), report.markdown())
 
 
+def _failing_job(tmp_path: Path, saved: dict[str, str]) -> Any:
+    """A job whose failure message holds the env secret (it is in the input path)."""
+    from hfspark.jobs import parse_config
+
+    return parse_config(_job_yaml(tmp_path, saved, f"{tmp_path}/missing-${{HF_TOKEN}}"), "job.yaml")
+
+
 def test_secrets_masked_in_failure_reason(spark: Any, saved: dict[str, str], tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch,
-                                          caplog: pytest.LogCaptureFixture) -> None:
-    """A failure whose message holds a secret value (here: in the input path) is masked."""
-    from hfspark.jobs import JobFailed, parse_config, run_job
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure whose message holds a secret value is masked in the error and the report."""
+    from hfspark.jobs import JobFailed, run_job
 
     monkeypatch.setenv("HF_TOKEN", ENV_SECRET)
-    caplog.set_level(logging.DEBUG)
-    job = parse_config(_job_yaml(tmp_path, saved, f"{tmp_path}/missing-${{HF_TOKEN}}"), "job.yaml")
     with pytest.raises(JobFailed) as info:
-        run_job(job, spark, source="job.yaml")
+        run_job(_failing_job(tmp_path, saved), spark, source="job.yaml")
     report = info.value.report
     assert report.status == "failed" and "***" in (report.reason or "")
     files = [Path(p).read_text(encoding="utf-8") for p in report.paths.values()
              if not p.endswith(".png")]
     _assert_clean(str(info.value), report.reason or "", *files,
                   json.dumps(report.to_dict(), default=str))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: hfspark/jobs/runner.py run_job logs the failure with log.debug('job failed', "
+    "exc_info=True): the raw traceback (secret included) reaches the log under `hfspark -v`. "
+    "Fix: log.debug('job failed: %s', redactor.text(traceback.format_exc()))"))
+def test_secrets_masked_in_debug_traceback(spark: Any, saved: dict[str, str], tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """hfspark's own DEBUG log of a failed job does not hold the secret either."""
+    from hfspark.jobs import run_job
+
+    monkeypatch.setenv("HF_TOKEN", ENV_SECRET)
+    caplog.set_level(logging.DEBUG, logger="hfspark")
+    report = run_job(_failing_job(tmp_path, saved), spark, source="job.yaml", raise_on_error=False)
+    assert report.status == "failed"
+    _assert_clean(caplog.text)
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -431,20 +453,27 @@ def test_symlink_out_of_the_folder_refused(saved: dict[str, str], tmp_path: Path
 
 
 def test_shipped_archive_cannot_escape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A shipped model archive with '..' or absolute members is refused when unpacked."""
+    """A shipped model archive cannot write outside the cache: '..' members are refused,
+    absolute ones land inside (tarfile's ``data`` filter)."""
     from hfspark.udfs.shipping import unpack_shipped
 
-    monkeypatch.setenv("HFSPARK_CACHE_DIR", str(tmp_path / "cache"))
-    for name in ("../../escaped.txt", "/tmp/escaped-abs.txt"):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HFSPARK_CACHE_DIR", str(cache))
+    outside = tmp_path / "escaped.txt"
+    for i, name in enumerate(("../../../escaped.txt", str(outside))):
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
-            info = tarfile.TarInfo(name)
-            info.size = 3
-            tar.addfile(info, io.BytesIO(b"bad"))
+            member = tarfile.TarInfo(name)
+            member.size = 3
+            tar.addfile(member, io.BytesIO(b"bad"))
 
         class Broadcast:
             value = buf.getvalue()
 
-        with pytest.raises(tarfile.TarError):
-            unpack_shipped(Broadcast(), f"hash{abs(hash(name))}")
-    assert not (tmp_path / "escaped.txt").exists() and not Path("/tmp/escaped-abs.txt").exists()
+        try:
+            folder = unpack_shipped(Broadcast(), f"{i:032d}")
+        except tarfile.TarError:
+            assert ".." in name
+        else:
+            assert (folder / name.lstrip("/")).is_file()
+    assert not outside.exists()
