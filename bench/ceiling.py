@@ -34,6 +34,7 @@ class CeilingResult:
     tokens: int
     peak_rss_mib: float
     processes: int
+    cpu_seconds: float = 0.0  # CPU of all processes over the timed section
 
     @property
     def rows_per_s(self) -> float:
@@ -122,12 +123,12 @@ def _child(folder: str, task: str, texts: list[str], modes: list[str], max_lengt
     forward_all(model, task, tokenize(tokenizer, texts[:4], max_length), 4)  # warm-up
     for mode in modes:
         barrier.wait()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         ids = tokenize(tokenizer, texts, max_length)
         forward_all(model, task, ids, mode_batch(mode))
-        end = time.perf_counter()
+        end, cpu = time.perf_counter(), time.process_time() - cpu
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        queue.put((mode, start, end, sum(len(i) for i in ids), rss))
+        queue.put((mode, start, end, sum(len(i) for i in ids), rss, cpu))
 
 
 def run_ceiling(folder: Path, task: str, texts: Sequence[str], *, cores: int, modes: Sequence[str],
@@ -143,15 +144,15 @@ def run_ceiling(folder: Path, task: str, texts: Sequence[str], *, cores: int, mo
         p.start()
     got: dict[str, list[tuple]] = {m: [] for m in modes}
     for _ in range(cores * len(modes)):
-        mode, start, end, tokens, rss = queue.get(timeout=3600)
-        got[mode].append((start, end, tokens, rss))
+        mode, *part = queue.get(timeout=3600)
+        got[mode].append(tuple(part))
     for p in procs:
         p.join()
         if p.exitcode:
             raise RuntimeError(f"ceiling process failed with exit code {p.exitcode}")
     out = {}
     for mode, parts in got.items():
-        seconds = max(e for _, e, _, _ in parts) - min(s for s, _, _, _ in parts)
-        out[mode] = CeilingResult(mode, seconds, len(texts), sum(t for _, _, t, _ in parts),
-                                  max(r for _, _, _, r in parts), cores)
+        seconds = max(p[1] for p in parts) - min(p[0] for p in parts)
+        out[mode] = CeilingResult(mode, seconds, len(texts), sum(p[2] for p in parts),
+                                  max(p[3] for p in parts), cores, sum(p[4] for p in parts))
     return out

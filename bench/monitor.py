@@ -76,6 +76,18 @@ def python_workers(root: int | None = None) -> list[int]:
     return sorted(out)
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process, or None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def proc_hwm_mib(pid: int) -> float | None:
     """Peak resident memory (VmHWM) of a process in MiB, or None if it is gone."""
     try:
@@ -93,6 +105,8 @@ class WorkerMemory:
     def __init__(self, interval_s: float = 0.25) -> None:
         self.interval_s = interval_s
         self.peaks: dict[int, float] = {}
+        self.cpu: dict[int, float] = {}
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="bench-rss")
 
@@ -102,10 +116,26 @@ class WorkerMemory:
         return sorted(self.peaks)
 
     def _poll(self) -> None:
-        for pid in python_workers():
-            hwm = proc_hwm_mib(pid)
-            if hwm is not None:
-                self.peaks[pid] = max(hwm, self.peaks.get(pid, 0.0))
+        with self._lock:
+            for pid in python_workers():
+                hwm, cpu = proc_hwm_mib(pid), proc_cpu_s(pid)
+                if hwm is not None:
+                    self.peaks[pid] = max(hwm, self.peaks.get(pid, 0.0))
+                if cpu is not None:
+                    self.cpu[pid] = cpu
+
+    def cpu_snapshot(self) -> dict[int, float]:
+        """CPU seconds per worker now (for :meth:`cpu_since`)."""
+        self._poll()
+        with self._lock:
+            return dict(self.cpu)
+
+    def cpu_since(self, snapshot: dict[int, float]) -> float:
+        """Worker CPU seconds used since ``snapshot`` (workers that exited count up to their
+        last poll)."""
+        self._poll()
+        with self._lock:
+            return sum(cpu - snapshot.get(pid, 0.0) for pid, cpu in self.cpu.items())
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -98,14 +98,16 @@ def _spark_table(results: dict[str, Any], task: str) -> str:
             _fmt(r.rows_per_s / best.rows_per_s, 2) + "x" if best else "-",
             f"{_fmt(r.loads_cold, 0)} / {_fmt(r.loads_timed, 0)}", str(r.workers),
             _fmt(r.peak_rss_mib, 0), _fmt(r.cold_seconds),
+            _fmt(r.rows / r.cpu_seconds if r.cpu_seconds else None),
         ])
     for mode, c in (results["ceiling"].get(task) or {}).items():
         rows.append([f"compute ceiling ({mode})", "-", _fmt(c.rows_per_s), _fmt(c.tokens_per_s, 0),
                      _fmt(c.rows_per_s / ceiling.rows_per_s, 2) + "x", "-", f"{c.processes} / -",
-                     str(c.processes), _fmt(c.peak_rss_mib, 0), "-"])
+                     str(c.processes), _fmt(c.peak_rss_mib, 0), "-",
+                     _fmt(c.rows / c.cpu_seconds if c.cpu_seconds else None)])
     header = ["system", "partitions", "rows/s", "tokens/s", "x ceiling", "x MLflow best",
               "loads: cold job / timed job", "Python workers", "peak RSS/worker MiB",
-              "cold job s"]
+              "cold job s", "rows per worker CPU-s"]
     return _table(header, rows)
 
 
@@ -122,7 +124,9 @@ def render(results: dict[str, Any]) -> str:
         f"Spark: local[{st['cores']}], spark.task.cpus=1, Arrow batches of 2048 rows, output to the "
         f"`{st['sink']}` sink; one fresh session per (system, partitions). hfspark engine: "
         f"{', '.join(f'{k}={v}' for k, v in st['engine'].items())}, max_length={st['max_length']}, "
-        f"torch threads = task cpus (1). Timed jobs per configuration: {st['reps']} (best).",
+        f"torch threads = task cpus (1). Timed jobs per configuration: {st['reps']} (best). "
+        "'rows per worker CPU-s' counts the Python workers' CPU only (robust to a shared "
+        "machine; wall-clock rates are not).",
         "",
     ]
     for key, d in results["data"].items():

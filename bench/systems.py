@@ -83,6 +83,7 @@ class JobResult:
     load_pids: int | None  # distinct processes that loaded (None: not known)
     workers: int
     peak_rss_mib: float
+    cpu_seconds: float | None = None  # worker CPU (user+sys) of the best timed job
     all_seconds: list[float] = field(default_factory=list)
     outputs: dict[int, Any] | None = None  # id -> output, when the job collected them
     note: str = ""
@@ -304,10 +305,12 @@ def run_spark_system(system: SparkSystem, model: BenchModel, data: Path, *, task
             base = counter.value()
             cold_s, _ = _job(cold, column)
             after_cold = counter.value()
-            times, timed_loads = [], []
+            times, timed_loads, cpus = [], [], []
             for _ in range(max(1, reps)):
                 before = counter.value()
+                snap = memory.cpu_snapshot()
                 seconds, kept = _job(full, column, keep)
+                cpus.append(memory.cpu_since(snap))
                 times.append(seconds)
                 after = counter.value()
                 timed_loads.append(None if after is None or before is None else after - before)
@@ -320,7 +323,7 @@ def run_spark_system(system: SparkSystem, model: BenchModel, data: Path, *, task
             seconds=min(times), cold_seconds=cold_s, loads_cold=loads_cold,
             loads_timed=max(known) if known else None, loads_total=loads_total,
             load_pids=counter.pids(), workers=len(memory.pids),
-            peak_rss_mib=memory.peak_mib(),
+            peak_rss_mib=memory.peak_mib(), cpu_seconds=cpus[times.index(min(times))],
             all_seconds=times, outputs={r["id"]: r["out"] for r in kept} if kept else None,
         )
     finally:

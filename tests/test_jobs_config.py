@@ -39,7 +39,10 @@ def test_minimal_config_defaults() -> None:
     assert cfg.run.chunk_rows == 10_000
 
 
-@pytest.mark.parametrize("conf", sorted((ROOT / "conf").glob("*.yaml")), ids=lambda p: p.name)
+JOB_CONFS = ["embeddings.yaml", "classification.yaml", "speech_to_text.yaml", "summarization.yaml"]
+
+
+@pytest.mark.parametrize("conf", [ROOT / "conf" / name for name in JOB_CONFS], ids=lambda p: p.name)
 def test_shipped_confs_are_valid(conf: Path) -> None:
     cfg = load_config(conf, env={})
     assert cfg.input.id_column, "shipped jobs are resumable"

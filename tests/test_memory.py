@@ -1,11 +1,13 @@
 """Executor Python memory stays bounded over a long job: 50 chunks through the same workers.
 
-Each chunk is one Spark job (2 partitions on local[2]) that runs a tiny text classifier with
-``errors="column"`` over fresh texts of mixed lengths (nulls and 20 KB texts included). A
-probe pandas UDF chained on the model UDF's output runs in the same Python worker, right
-after the model, and returns that worker's pid, current RSS (``VmRSS`` of
-``/proc/self/status``) and peak RSS (``ru_maxrss``). The RSS of the last chunks must stay
-within ``max(10 %, 50 MB)`` of the first chunks' peak.
+A chunk is one Arrow batch of fresh texts of mixed lengths (a null and a 20 KB text
+included) that a tiny text classifier predicts with ``errors="column"``. The run is 10 Spark
+jobs of 2 partitions on local[2], each partition 5 Arrow batches, so each of the two Python
+workers sees 50 chunks over 10 tasks (task-level and batch-level leaks both show). A probe
+pandas UDF chained on the model UDF's output runs in the same worker right after the model
+and returns, per batch, the worker's pid, current RSS (``VmRSS`` of ``/proc/self/status``)
+and peak RSS (``ru_maxrss``). The RSS of the last chunks must stay within
+``max(10 %, 50 MB)`` of the first chunks' peak.
 
 Run with ``-s`` to see the per-chunk numbers (docs/failure-modes.md quotes a run).
 """
@@ -22,9 +24,12 @@ import pytest
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
-CHUNKS = 50
-ROWS = 96
-EDGE = 5  # chunks averaged at each end
+JOBS = 10
+BATCHES = 5  # Arrow batches per partition (per worker) and job
+BATCH_ROWS = 48
+ROWS = 2 * BATCHES * BATCH_ROWS  # rows per job (2 partitions)
+CHUNKS = JOBS * BATCHES  # chunks each worker sees
+EDGE = 5  # chunks compared at each end
 MB = 1024 * 1024
 WORDS = ("love great terrible boring movie film weather Paris sunny John Google Berlin cat "
          "mat dog market rose data compute tests Spark pandas Arrow batches").split()
@@ -40,27 +45,32 @@ def _vm_rss_kb() -> int:
 
 
 def _probe(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """Per Arrow batch: this worker's pid, RSS and peak RSS (KB), and how many rows were predicted."""
+    """Per Arrow batch: its index in the task, this worker's pid, RSS and peak RSS (KB), and
+    how many of its rows were predicted."""
     import os
     import resource
 
-    for batch in batches:
+    for i, batch in enumerate(batches):
         predicted = int(batch["label"].notna().sum())
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
         n = len(batch)
-        yield pd.DataFrame({"pid": [os.getpid()] * n, "rss_kb": [_vm_rss_kb()] * n,
-                            "peak_kb": [peak] * n, "predicted": [predicted] * n})
+        yield pd.DataFrame({"batch": [i] * n, "pid": [os.getpid()] * n,
+                            "rss_kb": [_vm_rss_kb()] * n, "peak_kb": [peak] * n,
+                            "predicted": [predicted] * n})
 
 
-def _texts(chunk: int) -> list[tuple[int, str | None]]:
-    """The chunk's rows: fresh random texts of 1 to 400 words, a null, and one 20 KB text."""
-    rng = random.Random(chunk)
+def _texts(job: int) -> list[tuple[int, str | None]]:
+    """A job's rows: fresh random texts of 1 to 400 words; each batch has a null and a 20 KB text."""
+    rng = random.Random(job)
     rows: list[tuple[int, str | None]] = []
     for i in range(ROWS):
         n = rng.choice((1, 5, 20, 60, 400))
-        rows.append((chunk * ROWS + i, " ".join(rng.choice(WORDS) for _ in range(n))))
-    rows[3] = (rows[3][0], None)
-    rows[7] = (rows[7][0], "x" * 20_000)
+        text = " ".join(rng.choice(WORDS) for _ in range(n))
+        if i % BATCH_ROWS == 3:
+            text = None
+        elif i % BATCH_ROWS == 7:
+            text = "x" * 20_000
+        rows.append((job * ROWS + i, text))
     return rows
 
 
@@ -83,6 +93,18 @@ def _table(per_chunk: list[dict[int, dict[str, int]]]) -> str:
     return "\n".join(lines)
 
 
+def _run_job(spark: Any, udf: Any, probe: Any, job: int) -> list[dict[int, dict[str, int]]]:
+    """One job: per batch index, per worker pid, the probe's numbers."""
+    rdd = spark.sparkContext.parallelize(_texts(job), 2)  # 2 partitions in order, no shuffle
+    df = spark.createDataFrame(rdd, "id long, text string")
+    rows = df.select(probe(udf("text")).alias("m")).select("m.*").distinct().collect()
+    batches: list[dict[int, dict[str, int]]] = [{} for _ in range(BATCHES)]
+    for r in rows:
+        batches[r.batch][r.pid] = {"rss_kb": r.rss_kb, "peak_kb": r.peak_kb,
+                                   "predicted": r.predicted}
+    return batches
+
+
 def test_worker_memory_bounded_over_50_chunks(spark: Any, model: str) -> None:
     """The workers' RSS after the last chunks stays within max(10 %, 50 MB) of the first peak."""
     from pyspark.sql.functions import pandas_udf
@@ -91,20 +113,18 @@ def test_worker_memory_bounded_over_50_chunks(spark: Any, model: str) -> None:
 
     udf = model_udf(model, errors="column", device="cpu", batch_size=8)
     probe = pandas_udf(  # type: ignore[call-overload]
-        _probe, "struct<pid: int, rss_kb: long, peak_kb: long, predicted: int>")
-    per_chunk: list[dict[int, dict[str, int]]] = []
-    for k in range(CHUNKS):
-        df = spark.createDataFrame(_texts(k), "id long, text string").repartition(2, "id")
-        rows = df.select(probe(udf("text")).alias("m")).select("m.*").distinct().collect()
-        workers: dict[int, dict[str, int]] = {}
-        for r in rows:
-            w = workers.setdefault(r.pid, {"rss_kb": 0, "peak_kb": 0, "predicted": 0})
-            w["rss_kb"] = max(w["rss_kb"], r.rss_kb)
-            w["peak_kb"] = max(w["peak_kb"], r.peak_kb)
-            w["predicted"] += r.predicted
-        assert sum(w["predicted"] for w in workers.values()) == ROWS - 1  # all but the null
-        per_chunk.append(workers)
+        _probe, "struct<batch: int, pid: int, rss_kb: long, peak_kb: long, predicted: int>")
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    old = spark.conf.get(key)
+    spark.conf.set(key, str(BATCH_ROWS))
+    try:
+        per_chunk = [b for job in range(JOBS) for b in _run_job(spark, udf, probe, job)]
+    finally:
+        spark.conf.set(key, old)
     print("\n" + _table(per_chunk))
+    assert len(per_chunk) == CHUNKS
+    for workers in per_chunk:  # every batch predicted all its rows but the null
+        assert sum(w["predicted"] for w in workers.values()) == 2 * (BATCH_ROWS - 1)
 
     pids = {pid for workers in per_chunk for pid in workers}
     assert len(pids) <= 4, f"Python workers were not reused: {len(pids)} pids"
