@@ -5,7 +5,8 @@ Nothing here starts a cluster. The pieces:
 - :class:`AppControl`: the file handshake with ``tests/fault_apps/classify.py`` (phase
   ``ready``/``go``/``done`` files) and its per-batch markers (which Python worker runs which
   batch of which task attempt).
-- /proc helpers: a process's command line, parent, whether it has torch loaded; SIGKILL.
+- Processes: drivers launched in their own process group (:func:`launch`, :func:`kill_group`)
+  and /proc helpers: a process's command line, parent, whether it has torch loaded; SIGKILL.
 - :class:`StoreProxy`: a TCP proxy in front of a moto S3 server that the test switches off
   (connections refused, open ones cut) and on again: the model store outage.
 - :func:`small_tmpfs` (a full filesystem) and :func:`read_only_bind` (a read-only folder,
@@ -17,6 +18,8 @@ Nothing here starts a cluster. The pieces:
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import json
 import os
@@ -27,7 +30,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,31 +42,21 @@ TEXTS = ROOT / "data" / "texts.jsonl"
 
 
 def wait_for(cond: Callable[[], Any], timeout: float, what: str,
-             job: Future | subprocess.Popen | None = None, interval: float = 0.05) -> Any:
+             job: subprocess.Popen | None = None, interval: float = 0.05) -> Any:
     """Poll ``cond`` until it returns something truthy (returned); fail after ``timeout`` s.
 
-    With ``job`` (a Future or a process), fail early when it ends first, showing its output.
+    With ``job`` (a driver process), fail early when it exits first.
     """
     deadline = time.monotonic() + timeout
     while True:
         got = cond()
         if got:
             return got
-        if isinstance(job, Future) and job.done():
-            raise AssertionError(f"the job ended before {what}: {_job_tail(job)}")
-        if isinstance(job, subprocess.Popen) and job.poll() is not None:
+        if job is not None and job.poll() is not None:
             raise AssertionError(f"the driver exited ({job.returncode}) before {what}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
-
-
-def _job_tail(job: Future) -> str:
-    try:
-        done = job.result(timeout=0)
-    except Exception as e:  # noqa: BLE001 - shown in the assertion
-        return f"{type(e).__name__}: {e}"
-    return f"exit code {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,7 +102,7 @@ class AppControl:
         path.write_text(json.dumps(plan, indent=2))
         return path
 
-    def wait_ready(self, phase: str, job: Future, timeout: float = 300) -> None:
+    def wait_ready(self, phase: str, job: subprocess.Popen, timeout: float = 300) -> None:
         """Wait until the app waits for ``go`` before ``phase``."""
         wait_for(lambda: (self.ctl / f"{phase}.ready").exists(), timeout,
                  f"phase {phase} to get ready", job, interval=0.1)
@@ -124,7 +116,8 @@ class AppControl:
         path = self.ctl / f"{phase}.done"
         return json.loads(path.read_text()) if path.exists() else None
 
-    def wait_done(self, phase: str, job: Future, timeout: float = 300) -> dict[str, Any]:
+    def wait_done(self, phase: str, job: subprocess.Popen,
+                  timeout: float = 300) -> dict[str, Any]:
         """Wait for the outcome of ``phase``."""
         return wait_for(lambda: self.done(phase), timeout, f"phase {phase} to end", job,
                         interval=0.1)
@@ -195,17 +188,30 @@ def spark_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """A pre-exec hook: the child gets SIGTERM when this (main) thread dies (Linux)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    return lambda: libc.prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+
+
 def launch(cmd: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen:
-    """Start ``cmd`` in its own process group (so one ``killpg`` takes the whole driver)."""
+    """Start ``cmd`` in its own process group (one ``killpg`` takes the whole driver).
+
+    Its output goes to ``log``; it gets SIGTERM if the test process dies first.
+    """
     with open(log, "wb") as sink:
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=sink,
-                                stderr=subprocess.STDOUT, env=dict(env), start_new_session=True)
+                                stderr=subprocess.STDOUT, env=dict(env), start_new_session=True,
+                                preexec_fn=_die_with_parent())
 
 
 def kill_group(proc: subprocess.Popen) -> None:
     """SIGKILL ``proc``'s process group (the spark-submit JVM and its Python driver) and reap it."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
 
 
@@ -460,3 +466,15 @@ def assert_same_predictions(got: pd.DataFrame, clean: pd.DataFrame, what: str,
     assert wrong.empty, f"{what}: {len(wrong)} labels differ from the clean run:\n{wrong.head()}"
     diff = (merged["score_clean"] - merged["score_got"]).abs()
     assert diff.max() <= atol, f"{what}: scores differ from the clean run by up to {diff.max()}"
+
+
+def job_reason(error: str) -> str:
+    """The one-line reason ``hfspark run`` prints for an error the fault app recorded.
+
+    ``error`` is ``"<ExceptionType>: <str(exception)>"`` (as the app writes it); the exception
+    is rebuilt with the same type name and text and given to ``hfspark.jobs.runner.one_line``.
+    """
+    from hfspark.jobs.runner import one_line
+
+    name, _, text = error.partition(": ")
+    return one_line(type(name, (Exception,), {})(text))

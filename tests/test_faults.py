@@ -24,9 +24,9 @@ import json
 import re
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +50,7 @@ from tests.fault_helpers import (
     executor_logs,
     fill,
     has_torch,
+    job_reason,
     kill_group,
     launch,
     parent,
@@ -67,9 +68,8 @@ pytestmark = pytest.mark.cluster
 
 CLASSIFY = APPS / "classify.py"
 N_ROWS = len(TEXTS.read_text().splitlines())
-PACE_S = 0.3  # per Arrow batch of 8 rows in the phases where a kill must land mid-job
+PACE_S = 0.5  # per Arrow batch of 8 rows in the phases where a kill must land mid-job
 DRIVER_CONF = {"spark.driver.memory": "1g", "spark.sql.execution.arrow.maxRecordsPerBatch": "8"}
-PYTHON_CRASH = re.compile(r"Python worker exited unexpectedly|crashed|EOFException")
 
 
 def start_cluster(request: pytest.FixtureRequest, work_dir: Path,
@@ -81,18 +81,26 @@ def start_cluster(request: pytest.FixtureRequest, work_dir: Path,
     return cluster.start()
 
 
-def run_app(pool: ThreadPoolExecutor, cluster: StandaloneCluster, plan: Path,
-            conf: dict[str, str] | None = None, env: dict[str, str] | None = None,
-            timeout: float = 480) -> Any:
-    """Submit the fault app in the background; returns the Future of its CompletedProcess."""
-    return pool.submit(submit, CLASSIFY, [str(plan)], master=cluster.master_url,
-                       conf={**DRIVER_CONF, **(conf or {})}, env={**QUICK_ENV, **(env or {})},
-                       timeout=timeout)
+def run_app(request: pytest.FixtureRequest, cluster: StandaloneCluster, plan: Path, log: Path,
+            conf: dict[str, str] | None = None,
+            env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start the fault app with spark-submit (its output in ``log``), killed when the test ends."""
+    cmd = submit_command(CLASSIFY, [str(plan)], master=cluster.master_url,
+                         conf={**DRIVER_CONF, **(conf or {})})
+    driver = launch(cmd, spark_env({**QUICK_ENV, **(env or {})}), log)
+    request.addfinalizer(lambda: kill_group(driver))  # no-op once it has exited
+    return driver
 
 
-def driver_log(done: Any) -> str:
-    """Everything a finished spark-submit printed (app output, Python tracebacks, Spark log)."""
-    return done.stdout + "\n" + done.stderr
+def finish(driver: subprocess.Popen, log: Path, timeout: float = 180) -> str:
+    """Wait for the app to exit; returns its output (app prints, Python tracebacks, Spark log)."""
+    try:
+        driver.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(driver)
+        raise AssertionError(f"the app did not exit within {timeout:.0f}s of its last phase; "
+                             f"log {log}") from None
+    return log.read_text(errors="replace")
 
 
 @pytest.fixture(scope="module")
@@ -127,10 +135,14 @@ class ExecutorRun:
 
 
 def _pick(ctl: AppControl, phase: str, ok: Callable[[Marker], bool]) -> Marker | None:
-    """The newest marker of ``phase`` (a batch that started less than 1 s ago) passing ``ok``."""
+    """A task's first batch of ``phase`` that started under ``PACE_S`` ago and passes ``ok``.
+
+    Its Python worker is still pausing on that batch, with the task's other batches to come:
+    a kill now lands in the middle of a running task.
+    """
     now = time.time()
     for mk in reversed(ctl.markers(phase)):
-        if now - mk.mtime < 1.0 and ok(mk):
+        if mk.batch == 0 and now - mk.mtime < PACE_S and ok(mk):
             return mk
     return None
 
@@ -162,11 +174,10 @@ def executor_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     ]
     plan = ctl.write_plan({"m": str(saved_model)}, phases)
     conf = {"spark.executorEnv.HFSPARK_CACHE_DIR": str(root / "executor-cache")}
-    pool = ThreadPoolExecutor(1)
     mounts = ExitStack()
     request.addfinalizer(mounts.close)  # after the tests: they read the tables on the mounts
+    job = run_app(request, cluster, plan, root / "driver.log", conf)
     try:
-        job = run_app(pool, cluster, plan, conf)
         run.outcomes["clean"] = ctl.wait_done("clean", job)
 
         if disk:
@@ -182,8 +193,8 @@ def executor_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
             ctl.go("read_only")
             run.outcomes["read_only"] = ctl.wait_done("read_only", job)
 
-        # A Python worker killed mid-batch: the newest batch's worker, checked to be a pyspark
-        # daemon's child of this cluster with torch loaded (it runs the model).
+        # A Python worker killed mid-batch: the worker pausing on a task's first batch, checked
+        # to be a pyspark daemon's child in this cluster with torch loaded (it runs the model).
         def inference_worker(mk: Marker) -> bool:
             return (mk.pid in cluster.process_tree() and has_torch(mk.pid)
                     and "pyspark.daemon" in cmdline(parent(mk.pid) or 0))
@@ -207,15 +218,12 @@ def executor_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         run.outcomes["worker_kill"] = ctl.wait_done("worker_kill", job)
         if disk:
             run.outcomes["disk_full"] = ctl.wait_done("disk_full", job)
-        done = job.result(timeout=120)
-        run.log, run.returncode = driver_log(done), done.returncode
+        run.log, run.returncode = finish(job, root / "driver.log"), job.returncode
         run.worker_states = sorted(w["state"] for w in cluster.status()["workers"])
-        (root / "driver.log").write_text(run.log)  # for post-mortems
     except BaseException:
+        kill_group(job)
         mounts.close()
         raise
-    finally:
-        pool.shutdown(wait=False)  # on failure the driver dies with the cluster at teardown
     yield run
 
 
@@ -239,7 +247,7 @@ def test_python_worker_killed_mid_batch_task_is_retried(executor_run: ExecutorRu
     assert outcome["ok"], outcome
     assert_same_predictions(read_predictions(run.outputs["python_kill"]), clean,
                             "after a Python worker was killed")
-    assert PYTHON_CRASH.search(run.log), "the driver did not see the Python worker die"
+    assert "Python worker exited unexpectedly" in run.log, "the driver did not see it die"
     retried = [mk for mk in run.ctl.markers("python_kill")
                if mk.partition == victim.partition and mk.attempt > victim.attempt]
     assert retried, f"partition {victim.partition} (killed in {victim}) was not retried"
@@ -287,6 +295,20 @@ def test_read_only_log_fails_at_commit_and_keeps_the_table(executor_run: Executo
     assert len(list(table.glob("*.parquet"))) > run.clean_files
     assert table_version(table) == 0
     assert_same_predictions(read_predictions(table), clean, "the table with a read-only log")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "hfspark.jobs.runner.one_line keeps Py4J's first line 'An error occurred while calling "
+    "oN.save.' when no line has 'Error: ': a failed commit into a read-only _delta_log is "
+    "reported without its cause (the Java exception on the next line)"))
+def test_job_reason_names_the_storage_cause(executor_run: ExecutorRun) -> None:
+    """What ``hfspark run`` would print for these failed writes names the cause."""
+    if executor_run.mount_skip:
+        pytest.skip(executor_run.mount_skip)
+    for phase, cause in (("disk_full", "No space left on device"),
+                         ("read_only", "Read-only file system")):
+        reason = job_reason(executor_run.outcomes[phase]["error"])
+        assert cause in reason, f"{phase}: {reason}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,25 +359,20 @@ def test_model_store_outage_at_executor_load(request: pytest.FixtureRequest, tmp
     # the driver reads the models' metadata straight from the store (it is up for the driver)
     driver_env = {**creds, "AWS_ENDPOINT_URL": s3.url,
                   "HFSPARK_CACHE_DIR": str(tmp_path / "driver-cache")}
-    pool = ThreadPoolExecutor(1)
-    try:
-        job = run_app(pool, cluster, plan, conf, driver_env)
-        first_retry = re.compile(rf"list {re.escape(brief_uri)} failed .*retry 1/{STORE_RETRIES - 1}")
-        wait_for(lambda: first_retry.search(executor_logs(cluster.work_dir)), 240,
-                 "an executor to retry the model download", job, interval=0.2)
-        proxy.up()  # the outage was brief: the next retry gets through
-        brief = ctl.wait_done("brief", job)
-        ctl.wait_ready("down", job)
-        proxy.down()  # and now it stays down
-        ctl.go("down")
-        down = ctl.wait_done("down", job, timeout=240)
-        done = job.result(timeout=120)
-    finally:
-        pool.shutdown(wait=False)
-    log = driver_log(done)
-    (tmp_path / "driver.log").write_text(log)
+    job = run_app(request, cluster, plan, tmp_path / "driver.log", conf, driver_env)
+    # the executors' first try fails (the proxy is down): bring the store back during the backoff
+    first_retry = re.compile(rf"list {re.escape(brief_uri)} failed .*retry 1/{STORE_RETRIES - 1}")
+    wait_for(lambda: first_retry.search(executor_logs(cluster.work_dir)), 240,
+             "an executor to retry the model download", job, interval=0.2)
+    proxy.up()  # the outage was brief: the next retry gets through
+    brief = ctl.wait_done("brief", job)
+    ctl.wait_ready("down", job)
+    proxy.down()  # and now it stays down
+    ctl.go("down")
+    down = ctl.wait_done("down", job, timeout=240)
+    log = finish(job, tmp_path / "driver.log")
     executors = executor_logs(cluster.work_dir)
-    assert done.returncode == 0, log[-5000:]
+    assert job.returncode == 0, log[-5000:]
 
     assert brief["ok"], brief
     assert_same_predictions(read_predictions(tmp_path / "brief"), clean,
@@ -365,6 +382,7 @@ def test_model_store_outage_at_executor_load(request: pytest.FixtureRequest, tmp
     assert not down["ok"], "the job read a model from a store that is down"
     error = down["error"]
     assert "ModelStoreError" in error, error[:3000]
+    assert f"ModelStoreError: Cannot list {down_uri}" in job_reason(error)  # hfspark run's line
     assert re.search(rf"Cannot \w+ {re.escape(down_uri)} after {STORE_RETRIES} attempts", error), \
         error[:3000]
     # bounded: a Python worker start and hfspark's retries (about 7 s of waits)
@@ -394,7 +412,7 @@ def test_driver_killed_mid_job_rerun_resumes_exactly_once(request: pytest.Fixtur
     run_job = ROOT / "jobs" / "run_job.py"
     cmd = submit_command(run_job, [str(job_yaml)], master=cluster.master_url, conf=DRIVER_CONF)
     driver = launch(cmd, spark_env(QUICK_ENV), tmp_path / "killed-driver.log")
-    request.addfinalizer(lambda: kill_group(driver) if driver.poll() is None else None)
+    request.addfinalizer(lambda: kill_group(driver))
     first_commit = out / "_delta_log" / f"{0:020d}.json"
     wait_for(first_commit.exists, 300, "the first chunk commit", driver, interval=0.1)
     kill_group(driver)  # SIGKILL: the driver JVM and the Python driver, no cleanup
@@ -409,8 +427,8 @@ def test_driver_killed_mid_job_rerun_resumes_exactly_once(request: pytest.Fixtur
 
     done = submit(run_job, [str(job_yaml)], master=cluster.master_url, conf=DRIVER_CONF,
                   env=QUICK_ENV, timeout=420)
-    (tmp_path / "rerun.log").write_text(driver_log(done))
-    assert done.returncode == 0, driver_log(done)[-5000:]
+    (tmp_path / "rerun.log").write_text(done.stdout + "\n" + done.stderr)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
     assert f"wrote {N_ROWS - len(partial)} rows to delta {out}" in done.stdout
     assert f"{len(partial)} were there before this run" in done.stdout
     resumed = read_predictions(out)

@@ -118,7 +118,7 @@ def test_chained_steps_filter_limit_columns(spark, tmp_path, models, inputs) -> 
     assert sorted(r["id"] for r in rows) == list(range(1, 13))  # limit keeps the first ids
     assert set(rows[0]) == {"id", "summary", "label", "_model_name", "_model_hash", "_run_id", "_inferred_at"}
     assert rows[0]["_model_name"] == "summary,label" and "," in rows[0]["_model_hash"]
-    assert rows[0]["label"]["label"] in ("NEGATIVE", "POSITIVE"), rows[0]
+    assert rows[0]["label"]["label"] in ("NEGATIVE", "POSITIVE"), rows[0]["summary"]["error"]
 
 
 def test_error_budget_stops_the_job(spark, tmp_path, models, inputs) -> None:

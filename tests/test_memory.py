@@ -26,7 +26,7 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 JOBS = 10
 BATCHES = 5  # Arrow batches per partition (per worker) and job
-BATCH_ROWS = 48
+BATCH_ROWS = 32
 ROWS = 2 * BATCHES * BATCH_ROWS  # rows per job (2 partitions)
 CHUNKS = JOBS * BATCHES  # chunks each worker sees
 EDGE = 5  # chunks compared at each end

@@ -2,7 +2,7 @@
 root), a tiny transformers model logged with ``mlflow.transformers.log_model`` and registered,
 then run by ``models:/name/1`` and ``models:/name@champion`` in a job and in SQL.
 
-The Spark JVM starts *before* ``MLFLOW_TRACKING_URI`` is set in this process, so its Python
+The Spark JVM (local[1]) starts *before* ``MLFLOW_TRACKING_URI`` is set in this process, so its Python
 workers only know the tracking URI from ``spark.executorEnv`` (as executors on a cluster).
 """
 
@@ -47,8 +47,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 def spark(store: dict[str, str]) -> Iterator[Any]:
     from hfspark.session import local_spark
 
-    session = local_spark("local[2]", app_name="hfspark-test-mlflow", conf={
-        "spark.sql.shuffle.partitions": "2",
+    # local[1]: each model UDF of a query runs in its own Python worker per task, and every
+    # worker imports torch and transformers once; one task at a time keeps that cost down.
+    session = local_spark("local[1]", app_name="hfspark-test-mlflow", conf={
+        "spark.sql.shuffle.partitions": "1",
         "spark.executorEnv.MLFLOW_TRACKING_URI": store["uri"],
         "spark.executorEnv.MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     })
@@ -134,7 +136,6 @@ def test_job_by_version_and_alias(spark, registry, store, tmp_path: Path):
     job = parse_config(conf)
     assert job.spark.conf["spark.executorEnv.MLFLOW_TRACKING_URI"] == store["uri"]
     report = run_job(job, spark)
-    print("TIMINGS", report.timings_s, report.duration_s)
     assert report.status == "succeeded" and report.rows["written"] == len(TEXTS)
     assert report.models[0]["content_hash"] == report.models[1]["content_hash"]
     rows = spark.read.format("delta").load(str(out)).collect()
@@ -149,14 +150,14 @@ def test_sql_function_by_alias(spark, registry, store, tmp_path: Path):
 
     spark.createDataFrame(list(enumerate(TEXTS)), "id long, text string").createOrReplaceTempView("t")
     udfs = register_all(spark, {"champion": {"uri": f"models:/{NAME}@champion", "errors": "column"},
-                                "challenger": {"uri": f"models:/{NAME}@challenger"}})
+                                "by_version": {"uri": f"models:/{NAME}/{registry['v2']}"}})
     # pinned on the driver: every executor runs the version the alias named at registration
     assert udfs["champion"].ref.uri == f"models:/{NAME}/{registry['v1']}"
-    assert udfs["challenger"].ref.uri == f"models:/{NAME}/{registry['v2']}"
+    assert udfs["by_version"].ref.uri == f"models:/{NAME}/{registry['v2']}"
     out = tmp_path / "scored"
     results = list(execute(spark, f"""
         CREATE TABLE mlflow_scored USING delta LOCATION '{out}' AS
-          SELECT id, champion(text) AS a, challenger(text).label AS b FROM t;
+          SELECT id, champion(text) AS a, by_version(text).label AS b FROM t;
         SELECT count(*) AS n, count_if(a.label = b) AS same FROM mlflow_scored"""))
     assert results[-1].rows[0].asDict() == {"n": len(TEXTS), "same": len(TEXTS)}
     spark.sql("DROP TABLE mlflow_scored")
