@@ -191,7 +191,9 @@ def _mlflow_column(spark: Any, model: BenchModel, task: str, batch_size: int | N
                    per_load: int) -> tuple[Any, Any]:
     import mlflow.pyfunc
 
-    config = {**MLFLOW_CONFIG, "batch_size": batch_size or MLFLOW_CONFIG["batch_size"]}
+    config: dict[str, Any] = {"batch_size": batch_size or MLFLOW_CONFIG["batch_size"]}
+    if task != "automatic-speech-recognition":  # the speech model is saved with batch_size only
+        config.update({k: v for k, v in MLFLOW_CONFIG.items() if k != "batch_size"})
     result_type = {
         "text-classification": "label string, score double",
         "feature-extraction": "array<array<double>>",

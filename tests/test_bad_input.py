@@ -15,6 +15,7 @@ Two kinds of cases, counted and printed by :func:`test_case_count`:
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -271,9 +272,7 @@ def _frame(spark: Any, family: Family) -> tuple[Any, list[tuple[int, str, int]]]
 
     Returns the DataFrame (``id``, ``kind``, ``ref``, input columns) and the row plan.
     """
-    n_inputs = len(family.columns.split(","))
-    if "struct<" in family.columns:
-        n_inputs = 1
+    n_inputs = len(_column_names(family.columns))
     plan: list[tuple[int, str, int]] = []
     for i in range(len(family.cases)):
         plan += [(len(plan), "good", i % len(family.good)), (len(plan) + 1, "bad", i)]
@@ -289,6 +288,17 @@ def _frame(spark: Any, family: Family) -> tuple[Any, list[tuple[int, str, int]]]
     rdd = spark.sparkContext.parallelize([mixed, good_alone], 2).flatMap(lambda part: part)
     df = spark.createDataFrame(rdd, f"id int, kind string, ref int, {family.columns}")
     return df, plan + alone
+
+
+def _column_names(ddl: str) -> list[str]:
+    """The column names of a DDL string (commas inside ``<...>`` do not split columns)."""
+    names, depth, start = [], 0, 0
+    for i, ch in enumerate(ddl + ","):
+        depth += {"<": 1, ">": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            names.append(ddl[start:i].split()[0])
+            start = i + 1
+    return names
 
 
 def _approx(a: Any, b: Any, tol: float = 1e-4) -> bool:
@@ -331,10 +341,7 @@ def test_bad_rows_in_one_batch(spark: Any, saved: dict[str, str], family: Family
     """Each bad row gets its error (or prediction); the good rows around it are unaffected."""
     udf = _udf(saved, family)
     df, plan = _frame(spark, family)
-    names = [c.split()[0] for c in family.columns.split(", ")]
-    if "struct<" in family.columns:
-        names = [family.columns.split()[0]]
-    out = df.select("id", "kind", "ref", udf(*names).alias("p")).collect()
+    out = df.select("id", "kind", "ref", udf(*_column_names(family.columns)).alias("p")).collect()
     assert len(out) == len(plan)
     by_id = {r.id: r for r in out}
     alone = {r.ref: _result(r.p) for r in out if r.kind == "alone"}
@@ -357,8 +364,6 @@ def test_bad_rows_in_one_batch(spark: Any, saved: dict[str, str], family: Family
         elif case.expect == OK:
             ok = err is None and got is not None and any(v is not None for v in got.values())
         else:
-            import re
-
             ok = err is not None and re.search(case.expect, err) is not None and (
                 got is None or all(v is None for v in got.values()))
         if not ok:
@@ -367,12 +372,9 @@ def test_bad_rows_in_one_batch(spark: Any, saved: dict[str, str], family: Family
     assert not failures, "\n".join(failures)
 
 
-@pytest.mark.xfail(strict=True, raises=Exception, reason=(
-    "BUG: invalid UTF-8 in a *string* column fails the whole Arrow batch in pyarrow's "
-    "to_pandas (inside pyspark, before the UDF sees the rows). Fix: wrap string inputs with "
-    "F.make_valid_utf8 (Spark 4) in ModelUDF.transform / jobs apply_steps"))
 def test_invalid_utf8_in_string_column(spark: Any, saved: dict[str, str]) -> None:
-    """A string column holding invalid UTF-8 (cast from binary): the other rows still predicted."""
+    """A string column holding invalid UTF-8 (cast from binary): ``transform`` repairs it and
+    every row is still predicted (pyarrow would otherwise fail the whole batch)."""
     from pyspark.sql import functions as F
 
     from hfspark.udfs import model_udf
@@ -380,7 +382,8 @@ def test_invalid_utf8_in_string_column(spark: Any, saved: dict[str, str]) -> Non
     udf = model_udf(saved["text-classification"], errors="column", device="cpu")
     rows = [(1, SENTENCES[0].encode()), (2, b"bad " + INVALID_UTF8), (3, SENTENCES[1].encode())]
     df = spark.createDataFrame(rows, "id int, b binary").coalesce(1)
-    out = {r.id: r.p for r in df.select("id", udf(F.col("b").cast("string")).alias("p")).collect()}
+    df = df.withColumn("text", F.col("b").cast("string"))
+    out = {r.id: r.p for r in udf.transform(df, "text", output="p").select("id", "p").collect()}
     assert out[1].label and out[3].label and out[1].error is None
 
 
@@ -625,6 +628,12 @@ def test_refused_up_front(ctx: Ctx, case: str, make: Callable[[Ctx], Any],
     with no_spark_job(ctx.spark), pytest.raises(error, match=message) as info:
         make(ctx)
     assert isinstance(info.value, HfSparkError)
+
+
+def test_no_spark_job_guard_sees_jobs(spark: Any) -> None:
+    """The guard of the up-front cases does notice a Spark job."""
+    with pytest.raises(AssertionError, match="a Spark job ran"), no_spark_job(spark):
+        spark.range(3).collect()
 
 
 def test_cli_exits_non_zero_on_bad_conf(tmp_path: Path) -> None:

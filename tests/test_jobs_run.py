@@ -108,7 +108,7 @@ def test_chained_steps_filter_limit_columns(spark, tmp_path, models, inputs) -> 
     conf = job_conf({**inputs["parquet"], "id_column": "id", "filter": "text IS NOT NULL",
                      "limit": 12, "columns": ["text"]},
                     models["summarization"], {"path": str(tmp_path / "out"), "partition_by": ["_run_id"]},
-                    name="summary", params={"max_new_tokens": 4})
+                    name="summary", params={"max_new_tokens": 4, "truncate_prompt": True})
     conf["models"].append({"name": "label", "uri": models["text-classification"],
                            "inputs": "summary.generated_text", "options": {"device": "cpu"}})
     conf["output"]["columns"] = ["summary", "label"]

@@ -47,6 +47,7 @@ def _dotted(node: ast.AST) -> str:
 
 
 def _where(path: Path, node: ast.AST) -> str:
+    """``hfspark/x.py:12`` for a node of a module."""
     return f"{path.relative_to(PACKAGE.parent)}:{getattr(node, 'lineno', '?')}"
 
 
@@ -64,6 +65,7 @@ def saved(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 
 
 def _copy(src: str | Path, tmp_path: Path, name: str = "model") -> Path:
+    """A copy of a model folder under ``tmp_path``."""
     dest = tmp_path / name
     shutil.copytree(src, dest)
     return dest
@@ -147,6 +149,8 @@ def _evil_pickle(marker: Path) -> bytes:
     import pickle
 
     class Touch:
+        """Unpickling this calls ``Path.touch(marker)``."""
+
         def __reduce__(self) -> tuple:
             return (Path.touch, (marker,))
 
@@ -322,6 +326,7 @@ def _job_yaml(tmp_path: Path, saved: dict[str, str], input_path: str) -> str:
 
 
 def _assert_clean(*texts: str) -> None:
+    """No text holds the conf secret or the environment secret."""
     for text in texts:
         assert SECRET not in text and ENV_SECRET not in text, text[:2000]
 
@@ -413,6 +418,7 @@ def test_secrets_masked_in_conf_errors(override: str) -> None:
 
 # ----------------------------------------------------------------------------- paths
 def _set_mlmodel(model: Path, edit: Any) -> None:
+    """Edit a saved model's MLmodel (parsed YAML) in place."""
     doc = yaml.safe_load((model / "MLmodel").read_text())
     edit(doc)
     (model / "MLmodel").write_text(yaml.safe_dump(doc))

@@ -131,7 +131,7 @@ def build_token_classification(out: Path) -> Path:
     _seed()
     labels = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
     cfg = _tiny_bert_config(
-        num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)}
+        num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)}
     )
     return _save(out, transformers.BertForTokenClassification(cfg).eval(), bert_tokenizer())
 
@@ -151,7 +151,7 @@ def build_zero_shot_classification(out: Path) -> Path:
     _seed()
     labels = ["contradiction", "neutral", "entailment"]
     cfg = _tiny_bert_config(
-        num_labels=3, id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)}
+        num_labels=3, id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)}
     )
     return _save(out, transformers.BertForSequenceClassification(cfg).eval(), bert_tokenizer())
 
@@ -276,7 +276,7 @@ def build_image_classification(out: Path) -> Path:
     cfg = transformers.ViTConfig(
         image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
         num_attention_heads=2, intermediate_size=64,
-        num_labels=3, id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
+        num_labels=3, id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
     )
     # transformers 5.x: ViTImageProcessor is the torchvision backend; without
     # torchvision use the PIL backend class explicitly (Pillow is required).
@@ -297,7 +297,7 @@ def build_audio_classification(out: Path) -> Path:
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
         conv_dim=(32, 32, 32), conv_stride=(5, 4, 4), conv_kernel=(10, 4, 4),
         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, classifier_proj_size=16,
-        num_labels=3, id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
+        num_labels=3, id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
         do_stable_layer_norm=False, feat_extract_norm="group",
     )
     return _save(out, transformers.Wav2Vec2ForSequenceClassification(cfg).eval(), fe)

@@ -124,9 +124,20 @@ class ModelUDF:
         self.adapter.check_input(types)
 
     def transform(self, df: DataFrame, *cols: str, output: str = "prediction") -> DataFrame:
-        """``df`` with a prediction column, after checking its input columns on the driver."""
+        """``df`` with a prediction column, after checking its input columns on the driver.
+
+        String inputs pass through ``make_valid_utf8`` first: invalid UTF-8 in a string column
+        would otherwise fail the whole Arrow batch before any row reaches the model.
+        """
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import StringType
+
         self.check_input(df, *cols)
-        return df.withColumn(output, self(*cols))
+        args = [
+            F.make_valid_utf8(F.col(c)) if isinstance(df.schema[c].dataType, StringType) else F.col(c)
+            for c in cols
+        ]
+        return df.withColumn(output, self(*args))
 
 
 def model_udf(
