@@ -11,8 +11,8 @@ Environment knobs:
     HFSPARK_BENCH_REPS    timed jobs per configuration, best one reported (default 1)
     HFSPARK_BENCH_CORES   Spark cores = ceiling processes (default 2)
     HFSPARK_BENCH_TASKS   comma list: classification,embeddings,speech (default all)
-    HFSPARK_BENCH_SYSTEMS comma list of Spark systems (default all: hfspark, mlflow default,
-                          mlflow bs8, mlflow bs32, naive pandas_udf)
+    HFSPARK_BENCH_SYSTEMS comma list of Spark systems (default all: hfspark, hfspark bf16,
+                          mlflow default, mlflow bs8, mlflow bs32, naive pandas_udf)
     HFSPARK_BENCH_PARTITIONS  comma list (default 2,32)
     HFSPARK_BENCH_OUT     results folder (default bench/results; quick: bench/results/quick)
     HFSPARK_BENCH_WORK    cache folder for models and data (default $TMPDIR/hfspark-bench)
@@ -46,7 +46,7 @@ from bench.ceiling import run_ceiling  # noqa: E402
 from bench.data import bench_texts, cycled, describe, fingerprint  # noqa: E402
 from bench.models import MAX_LENGTH, prepare_models  # noqa: E402
 from bench.quant import run_quant  # noqa: E402
-from bench.systems import ENGINE, SYSTEMS, run_scaling, run_spark_system  # noqa: E402
+from bench.systems import ENGINE, SYSTEMS, error_line, run_scaling, run_spark_system  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -151,7 +151,8 @@ def run_text_task(key: str, s: Settings, texts: list[str], results: dict[str, An
     results["data"][key] = {**describe(texts, tokens), "fingerprint": fingerprint(texts)}
     total = sum(tokens)
     wanted = s.systems if key == "classification" else [
-        n for n in ("hfspark", "mlflow default", "naive pandas_udf") if n in s.systems]
+        n for n in ("hfspark", "hfspark bf16", "mlflow default", "naive pandas_udf")
+        if n in s.systems]
     systems = [SYSTEMS[n] for n in wanted]
     partitions = s.partitions if key == "classification" else s.partitions[:1]
     for parts in partitions:
@@ -164,7 +165,7 @@ def run_text_task(key: str, s: Settings, texts: list[str], results: dict[str, An
             except Exception as e:  # noqa: BLE001 - a failing baseline is a result, not a crash
                 log.exception("bench: %s failed", system.name)
                 results["failures"].append(f"{task} / {system.name} / {parts} partitions: "
-                                           f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
+                                           f"{error_line(e)}")
     _say(f"{task}: compute ceiling ({s.cores} processes)")
     results["ceiling"][task] = run_ceiling(model.folder, task, texts, cores=s.cores,
                                            modes=CEILING_MODES, max_length=MAX_LENGTH)

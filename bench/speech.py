@@ -22,7 +22,7 @@ import numpy as np
 
 from bench.data import bench_texts
 from bench.models import BenchModel
-from bench.systems import SYSTEMS, run_spark_system
+from bench.systems import SYSTEMS, error_line, run_spark_system
 from bench.whisper import espeak_available, normalize, speak, whisper_tiny_en
 
 __all__ = ["prepare_whisper", "run_speech", "sentences"]
@@ -129,8 +129,7 @@ def run_speech(work: Path, *, quick: bool, cores: int, results: dict[str, Any],
             r = run_spark_system(SYSTEMS[name], model, data, task=TASK, rows=len(clips), tokens=0,
                                  partitions=2, reps=1, cores=cores, keep=True)
         except Exception as e:  # noqa: BLE001 - a failing baseline is a result
-            results.setdefault("failures", []).append(
-                f"{TASK} / {name}: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+            results.setdefault("failures", []).append(f"{TASK} / {name}: {error_line(e)}")
             continue
         hyp = [normalize(_text((r.outputs or {}).get(i))) for i in range(len(clips))]
         wer = jiwer.wer([normalize(t) for t in texts], hyp)

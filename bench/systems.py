@@ -35,11 +35,11 @@ import pandas as pd  # module level: pandas_udf resolves the type hints here
 from bench.models import MAX_LENGTH, MLFLOW_CONFIG, BenchModel
 from bench.monitor import FileOpens, WorkerMemory
 
-__all__ = ["SPEECH_ENGINE", "ENGINE", "SYSTEMS", "JobResult", "SparkSystem", "run_spark_system", "spark_settings"]
+__all__ = ["SPEECH_ENGINE", "ENGINE", "error_line", "SYSTEMS", "JobResult", "SparkSystem", "run_spark_system", "spark_settings"]
 
 #: hfspark engine settings for CPU (see bench/README.md "Engine settings" and results/tune.md):
-#: length-sorted batches of up to 16 rows, at most 2,048 padded tokens per forward pass.
-ENGINE: dict[str, Any] = {"batch_size": 16, "max_tokens_per_batch": 2048}
+#: length-sorted batches of up to 8 rows, at most 2,048 padded tokens per forward pass.
+ENGINE: dict[str, Any] = {"batch_size": 8, "max_tokens_per_batch": 2048}
 #: hfspark settings for speech: a row's cost is its audio length, so no token budget;
 #: 8 clips per generate() call (generation is sequential in tokens, batching amortises it).
 SPEECH_ENGINE: dict[str, Any] = {"batch_size": 8}
@@ -52,12 +52,14 @@ class SparkSystem:
     name: str
     kind: str  # "hfspark" | "mlflow" | "naive"
     batch_size: int | None = None  # MLflow model_config batch_size (None: its default)
+    torch_dtype: str = "auto"  # hfspark's torch_dtype option (opt-in bf16 row)
 
 
 SYSTEMS: dict[str, SparkSystem] = {
     s.name: s
     for s in (
         SparkSystem("hfspark", "hfspark"),
+        SparkSystem("hfspark bf16", "hfspark", torch_dtype="bfloat16"),
         SparkSystem("mlflow default", "mlflow"),
         SparkSystem("mlflow bs8", "mlflow", 8),
         SparkSystem("mlflow bs32", "mlflow", 32),
@@ -116,6 +118,18 @@ def _session(cores: int, stats_dir: Path) -> Any:
                        conf=spark_settings(cores, stats_dir))
 
 
+def error_line(exc: BaseException) -> str:
+    """The most telling line of an error from a Spark job: the worker's last exception line."""
+    import re
+
+    text = str(exc)
+    lines = [ln.strip() for ln in text.splitlines()
+             if re.match(r"^[\w.]*(Error|Exception): ", ln.strip())
+             and "PythonException" not in ln and "exceptions.base.PySpark" not in ln]
+    line = lines[-1] if lines else (text.splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {line[:300]}"
+
+
 # ------------------------------------------------------------------------------ columns
 class LogLoads:
     """Loads counted from the lines of ``loads.log`` in the stats folder."""
@@ -172,13 +186,15 @@ def mlflow_opens_per_load(path: Path) -> int:
         return opens.poll() or 1
 
 
-def _hfspark_column(model: BenchModel, task: str, stats_dir: Path) -> tuple[Any, Any]:
+def _hfspark_column(model: BenchModel, task: str, stats_dir: Path,
+                    torch_dtype: str = "auto") -> tuple[Any, Any]:
     from hfspark.udfs import model_udf
 
     if task == "automatic-speech-recognition":
-        udf = model_udf(str(model.hfspark), task=task, **SPEECH_ENGINE)
+        udf = model_udf(str(model.hfspark), task=task, torch_dtype=torch_dtype, **SPEECH_ENGINE)
     else:
-        udf = model_udf(str(model.hfspark), task=task, max_length=MAX_LENGTH, **ENGINE)
+        udf = model_udf(str(model.hfspark), task=task, max_length=MAX_LENGTH,
+                        torch_dtype=torch_dtype, **ENGINE)
     return udf(input_col(task)), LogLoads(stats_dir)
 
 
@@ -273,7 +289,7 @@ def _naive_column(model: BenchModel, task: str, stats_dir: Path) -> tuple[Any, A
 def _column(system: SparkSystem, spark: Any, model: BenchModel, task: str,
             stats_dir: Path) -> tuple[Any, Any]:
     if system.kind == "hfspark":
-        return _hfspark_column(model, task, stats_dir)
+        return _hfspark_column(model, task, stats_dir, system.torch_dtype)
     if system.kind == "mlflow":
         return _mlflow_column(spark, model, task, system.batch_size,
                               mlflow_opens_per_load(model.mlflow))

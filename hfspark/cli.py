@@ -107,6 +107,9 @@ def main(argv: Sequence[str] | None = None, *, embedded: bool = True) -> int:
 
 
 def _fail(reason: str) -> None:
+    from hfspark.jobs.secrets import Redactor
+
+    reason = Redactor.from_sources().text(reason)  # secret environment values never printed
     first, *rest = reason.strip().splitlines() or ["failed"]
     if rest and first.endswith(":"):  # multi-line config errors: keep them whole
         print(f"hfspark: error: {reason.strip()}", file=sys.stderr)

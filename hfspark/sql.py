@@ -44,8 +44,7 @@ __all__ = ["FunctionSpec", "SqlConfig", "StatementResult", "load_functions", "re
 
 log = logging.getLogger("hfspark.sql")
 _SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-#: sections of a job configuration, ignored when a job file also holds ``functions:``.
-_JOB_SECTIONS = ("input", "models", "output", "run")
+_JOB_SECTIONS = ("input", "models", "output", "run")  # ignored beside ``functions:``
 
 
 class FunctionSpec(UdfOptions):
@@ -141,9 +140,8 @@ def load_functions(
         data = {k: v for k, v in data.items() if k not in _JOB_SECTIONS}
     else:  # the bare form: {name: {uri:...}}
         data, marks = {"functions": data}, {("functions", *k): m for k, m in marks.items()}
-    data.setdefault("spark", {})
-    if isinstance(data["spark"], dict):  # (not "hfspark-job")
-        data["spark"].setdefault("app_name", "hfspark-sql")
+    if isinstance(data.setdefault("spark", {}), dict):
+        data["spark"].setdefault("app_name", "hfspark-sql")  # (not the jobs' "hfspark-job")
     for override in overrides:
         key = override.split("=", 1)[0]
         apply_override(data, override if key.split(".")[0] in ("spark", "functions")
@@ -160,7 +158,7 @@ def _config_error(exc: ValidationError, marks: Mapping[tuple, Any], where: str) 
         path = list(err["loc"])
         mark = next((marks[tuple(path[:n])] for n in range(len(path), -1, -1)
                      if tuple(path[:n]) in marks), where)
-        shown = ".".join(map(str, path[1:] if path[:1] == ["functions"] else path)) or "(top)"
+        shown = ".".join(map(str, path[1:] if len(path) > 1 and path[0] == "functions" else path))
         if err["type"] == "extra_forbidden":
             valid = (list(SqlConfig.model_fields) if len(path) < 2 else
                      list(SparkSection.model_fields) if path[0] == "spark" else
@@ -171,7 +169,7 @@ def _config_error(exc: ValidationError, marks: Mapping[tuple, Any], where: str) 
         else:
             msg = err["msg"].removeprefix("Value error, ") + (
                 "" if err["type"] in ("value_error", "missing") else f" (got {err.get('input')!r})")
-        lines.append(f"{mark}: {shown}: {msg}")
+        lines.append(f"{mark}: {shown or '(top level)'}: {msg}")
     return ConfigError("Invalid SQL functions:\n  " + "\n  ".join(dict.fromkeys(lines)))
 
 
@@ -293,11 +291,10 @@ def execute(spark: SparkSession, text: str, *, limit: int = 20, source: str = "<
             columns = list(df.columns)
             rows = df.limit(limit + 1).collect() if columns else []
         except Exception as e:
-            first = stmt.splitlines()[0][:60]
-            if type(e).__name__ in ("ParseException", "AnalysisException"):
-                reason = str(e).strip().splitlines()[0]
-                raise ConfigError(f"{source}:{line}: {first!r}: {reason}") from e
-            raise
+            if type(e).__name__ not in ("ParseException", "AnalysisException"):
+                raise
+            reason = str(e).strip().splitlines()[0]
+            raise ConfigError(f"{source}:{line}: {stmt.splitlines()[0][:60]!r}: {reason}") from e
         yield StatementResult(stmt, line, columns, rows[:limit], len(rows) > limit)
 
 

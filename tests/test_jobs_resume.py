@@ -30,6 +30,7 @@ def _rows(path: Path) -> list[tuple]:
     return sorted((r["id"], r["pred"]["label"], round(r["pred"]["score"], 5)) for r in table)
 
 
+@pytest.mark.slow
 def test_rerun_after_sigkill_writes_every_id_exactly_once(spark, tmp_path, models, capsys) -> None:
     out = tmp_path / "out"
     conf = job_conf({"format": "json", "path": str(SAMPLE), "id_column": "id", "limit": N},

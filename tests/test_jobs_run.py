@@ -119,6 +119,9 @@ def test_chained_steps_filter_limit_columns(spark, tmp_path, models, inputs) -> 
     assert set(rows[0]) == {"id", "summary", "label", "_model_name", "_model_hash", "_run_id", "_inferred_at"}
     assert rows[0]["_model_name"] == "summary,label" and "," in rows[0]["_model_hash"]
     assert rows[0]["label"]["label"] in ("NEGATIVE", "POSITIVE"), rows[0]["summary"]["error"]
+    assert report.rows["tokens"] == sum(
+        r["summary"]["prompt_tokens"] + r["summary"]["completion_tokens"] for r in rows)
+    assert report.tokens_per_s and report.tokens_per_s > 0
 
 
 def test_error_budget_stops_the_job(spark, tmp_path, models, inputs) -> None:

@@ -237,7 +237,7 @@ def pin_uri(uri: str) -> str:
     text = str(uri).rstrip("/")
     m = _MODELS_URI.match(text)
     if m is None or (m["suffix"] or "").isdigit():
-        return text
+        return str(uri)
     mlflow = _import_mlflow(text)
     name, alias, suffix = m["name"], m["alias"], m["suffix"]
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
 __all__ = ["PYPI_SCHEME", "Step", "models_dir", "resolve_uri", "build_steps", "apply_steps",
-           "error_condition", "error_columns"]
+           "error_condition", "error_columns", "token_columns"]
 
 PYPI_SCHEME = "pypi://"
 
@@ -199,6 +199,19 @@ def apply_steps(df: DataFrame, steps: list[Step], check: bool = True) -> DataFra
 def error_columns(steps: list[Step]) -> list[str]:
     """``output.error`` paths of the steps that record row errors in a column."""
     return [f"{s.config.output_column}.error" for s in steps if s.has_error_field]
+
+
+def token_columns(steps: list[Step]) -> list[str]:
+    """Token count fields of the step outputs (generation tasks report prompt/completion tokens)."""
+    from pyspark.sql.types import StructType
+
+    out = []
+    for s in steps:
+        rtype = s.udf.returnType
+        if isinstance(rtype, StructType):
+            out += [f"{s.config.output_column}.{f}" for f in ("prompt_tokens", "completion_tokens")
+                    if f in rtype.fieldNames()]
+    return out
 
 
 def error_condition(steps: list[Step]) -> Column | None:

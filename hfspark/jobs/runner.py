@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from hfspark.errors import ConfigError, ErrorBudgetExceeded, HfSparkError
 from hfspark.jobs.config import JobConfig
-from hfspark.jobs.models import Step, apply_steps, build_steps, error_columns, error_condition
+from hfspark.jobs.models import (
+    Step,
+    apply_steps,
+    build_steps,
+    error_columns,
+    error_condition,
+    token_columns,
+)
 from hfspark.jobs.progress import Progress, spark_task_fraction
 from hfspark.jobs.report import ChunkStat, RunReport, versions
 from hfspark.jobs.resume import (
@@ -239,13 +246,13 @@ def _prepare(state: _Run) -> tuple[Plan, InputStats]:
     state.input_df = df
     shaped = output_frame(apply_steps(df, state.steps), state.steps, job, report.run_id)
     check_columns(shaped, job.output.partition_by, "output.partition_by")
-    exists = output_exists(spark, job.output)
-    if job.output.mode == "error" and exists:
+    existing = read_output(spark, job.output)
+    if job.output.mode == "error" and existing is not None:
         raise ConfigError(f"output {job.output.target!r} exists and output.mode is 'error': "
                           f"set mode append (resume) or overwrite")
     state.resume = job.run.resume_enabled(job)
     report.resume = state.resume
-    done = read_output(spark, job.output) if state.resume and exists else None
+    done = existing if state.resume else None
     if done is not None:
         check_columns(done, [job.input.id_column], f"output {job.output.target!r} (to resume)")
     stats = input_stats(df, job.input.id_column)
@@ -275,6 +282,7 @@ def _process(state: _Run, plan: Plan, progress: Progress, app_id: str) -> None:
     job, report = state.job, state.report
     cond = error_condition(state.steps)
     err_cols = error_columns(state.steps)
+    tokens = token_columns(state.steps)
     for k, rows in plan.counts.items():
         state.group = f"hfspark-{report.run_id}-{k}"
         _set_group(state.spark, state.group, f"hfspark chunk {k}/{plan.n_chunks}")
@@ -286,8 +294,11 @@ def _process(state: _Run, plan: Plan, progress: Progress, app_id: str) -> None:
             aggs = [F.count(F.lit(1)).alias("rows")]
             if cond is not None:
                 aggs.append(F.sum(F.when(cond, 1).otherwise(0)).alias("errors"))
+            aggs += [F.sum(F.coalesce(F.col(c), F.lit(0))).alias(f"t{i}") for i, c in enumerate(tokens)]
             got = out.agg(*aggs).collect()[0]
             n_rows, n_err = int(got["rows"]), int(got["errors"] or 0) if cond is not None else 0
+            report.rows["tokens"] = report.rows.get("tokens", 0) + sum(
+                int(got[f"t{i}"] or 0) for i in range(len(tokens)))
             if n_err and len(report.error_samples) < 5:
                 _sample_errors(state, out, cond, err_cols)
             infer_s = time.monotonic() - t0
@@ -384,6 +395,8 @@ def _close(state: _Run) -> None:
     report.duration_s = round(time.monotonic() - state.started, 3)
     busy = report.timings_s["infer"] + report.timings_s["write"]
     report.rows_per_s = round(report.rows["processed"] / busy, 3) if busy > 0 else 0.0
+    if report.rows.get("tokens") and report.timings_s["infer"] > 0:
+        report.tokens_per_s = round(report.rows["tokens"] / report.timings_s["infer"], 3)
     report.timings_s = {k: round(v, 3) for k, v in report.timings_s.items()}
     if state.spark is not None and report.rows["processed"]:
         try:
