@@ -44,6 +44,7 @@ def _check_files(out: Path) -> dict:
     return json.loads((out / "latest.json").read_text())
 
 
+@pytest.mark.timeout(1500)  # ~2-3 min on a quiet 2-core machine, 10.5 min seen at load 10
 def test_bench_quick_classification(tmp_path: Path) -> None:
     """hfspark, MLflow default, ceiling and int8/bf16 on 60 rows at 2 and 32 partitions."""
     stdout, out = _run_bench(
@@ -67,6 +68,7 @@ def test_bench_quick_classification(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_bench_quick_all_tasks(tmp_path: Path) -> None:
     """The whole quick run: every system, embeddings and Whisper speech too."""
     stdout, out = _run_bench(tmp_path)

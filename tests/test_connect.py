@@ -34,18 +34,29 @@ def model(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
     return str(path)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _classic_mode_afterwards() -> Iterator[None]:
+    """Undo pyspark's switch to Connect mode when the module ends (set up first, torn down last).
+
+    ``SparkSession.builder.remote()`` (here and in the server's start-up check) sets
+    ``SPARK_CONNECT_MODE_ENABLED`` for good; later classic sessions in this process would
+    fail with [CONNECT_URL_NOT_SET].
+    """
+    before = os.environ.get("SPARK_CONNECT_MODE_ENABLED")
+    yield
+    if before is None:
+        os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
+
+
 @pytest.fixture(scope="module")
 def remote(connect_server: ConnectServer) -> Iterator[Any]:  # noqa: F811
-    """A Spark Connect client session (the pyspark mode switch is undone afterwards)."""
+    """A Spark Connect client session."""
     from pyspark.sql import SparkSession
 
-    before = os.environ.get("SPARK_CONNECT_MODE_ENABLED")
     spark = SparkSession.builder.remote(connect_server.url).getOrCreate()
     spark.createDataFrame(ROWS, "id long, text string").createOrReplaceTempView("reviews")
     yield spark
     spark.stop()
-    if before is None:  # set by builder.remote(): later classic sessions would fail without this
-        os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
 
 
 @pytest.fixture
