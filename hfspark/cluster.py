@@ -391,11 +391,16 @@ class ConnectServer(_Servers):
         while True:  # until the port accepts connections and a fresh client session runs a query
             try:
                 socket.create_connection((LOOPBACK, self.port), timeout=2).close()
-                session = SparkSession.builder.remote(self.url).create()
-                try:
-                    session.range(1).collect()
+                saved_mode = os.environ.get("SPARK_CONNECT_MODE_ENABLED")
+                try:  # a Connect client sets this for good: classic sessions would then fail
+                    session = SparkSession.builder.remote(self.url).create()
+                    try:
+                        session.range(1).collect()
+                    finally:
+                        session.stop()
                 finally:
-                    session.stop()
+                    if saved_mode is None:
+                        os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
                 return
             except Exception as e:
                 if proc.poll() is not None or time.monotonic() > deadline:

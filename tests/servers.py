@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from hfspark.cluster import QUICK_JVM_OPTS, ConnectServer, StandaloneCluster
@@ -37,5 +39,12 @@ def connect_server(request: pytest.FixtureRequest,
     """A Spark Connect server (local[2], Delta, 1 GiB driver) on 127.0.0.1; ``.url`` is sc://..."""
     server = ConnectServer(master="local[2]", conf={"spark.driver.memory": "1g"}, env=QUICK_ENV,
                            work_dir=tmp_path_factory.mktemp("connect"))
-    request.addfinalizer(server.stop)
+    saved_mode = os.environ.get("SPARK_CONNECT_MODE_ENABLED")
+
+    def stop() -> None:
+        server.stop()
+        if saved_mode is None:  # Connect clients set it for the whole process
+            os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
+
+    request.addfinalizer(stop)
     return server.start()

@@ -665,10 +665,6 @@ def test_job_input_column_missing(spark: Any, saved: dict[str, str], tmp_path: P
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a Delta output path that already holds a Parquet table is accepted: the job writes a "
-    "_delta_log next to the foreign files (mixed folder). Fix in hfspark/jobs/storage.py "
-    "output_exists/read_output: a non-empty folder without _delta_log -> ConfigError"))
 def test_output_path_holding_non_delta_table(spark: Any, saved: dict[str, str],
                                              tmp_path: Path) -> None:
     """A Delta output path that holds a Parquet table is refused before anything is written."""
@@ -697,11 +693,11 @@ def test_output_path_holding_non_delta_table(spark: Any, saved: dict[str, str],
 # ----------------------------------------------------------------------------- count
 #: cases checked by the single tests above (besides the families and UPFRONT).
 EXTRA_CASES = (
-    "invalid UTF-8 in a string column (xfail: known bug)",
+    "invalid UTF-8 in a string column repaired by transform",
     "invalid UTF-8 in a string column with make_valid_utf8",
     "CLI exit code on a bad conf",
     "job step input column missing",
-    "output path holding a non-Delta table (xfail: known bug)",
+    "output path holding a non-Delta table",
 )
 
 

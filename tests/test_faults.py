@@ -297,10 +297,6 @@ def test_read_only_log_fails_at_commit_and_keeps_the_table(executor_run: Executo
     assert_same_predictions(read_predictions(table), clean, "the table with a read-only log")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "hfspark.jobs.runner.one_line keeps Py4J's first line 'An error occurred while calling "
-    "oN.save.' when no line has 'Error: ': a failed commit into a read-only _delta_log is "
-    "reported without its cause (the Java exception on the next line)"))
 def test_job_reason_names_the_storage_cause(executor_run: ExecutorRun) -> None:
     """What ``hfspark run`` would print for these failed writes names the cause."""
     if executor_run.mount_skip:

@@ -380,10 +380,6 @@ def test_secrets_masked_in_failure_reason(spark: Any, saved: dict[str, str], tmp
                   json.dumps(report.to_dict(), default=str))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: hfspark/jobs/runner.py run_job logs the failure with log.debug('job failed', "
-    "exc_info=True): the raw traceback (secret included) reaches the log under `hfspark -v`. "
-    "Fix: log.debug('job failed: %s', redactor.text(traceback.format_exc()))"))
 def test_secrets_masked_in_debug_traceback(spark: Any, saved: dict[str, str], tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch,
                                            caplog: pytest.LogCaptureFixture) -> None:
@@ -397,10 +393,6 @@ def test_secrets_masked_in_debug_traceback(spark: Any, saved: dict[str, str], tm
     _assert_clean(caplog.text)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: hfspark/jobs/loader.py _message prints the invalid value ('(got ...)', 'invalid value "
-    "...') and the --set mark prints the override with its value, also under secret keys. Fix: "
-    "mask values (and the --set text after '=') when any part of the key path is_secret_key"))
 @pytest.mark.parametrize("override", [
     "spark.conf.spark.hadoop.fs.s3a.secret.key=[S3cr3t-Value-0123456789]",
     "input.options.password={a: S3cr3t-Value-0123456789}",

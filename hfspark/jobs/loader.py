@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from hfspark.errors import ConfigError
 from hfspark.jobs.config import JobConfig
+from hfspark.jobs.secrets import MASK, is_secret_key
 
 __all__ = ["Mark", "load_config", "parse_config", "parse_yaml", "apply_override", "interpolate"]
 
@@ -242,7 +243,9 @@ def _config_error(exc: ValidationError, data: Any, marks: Marks, source: str) ->
     lines = []
     for path, errs in grouped.items():
         mark = _nearest_mark(marks, path) or Mark(source)
-        lines.append(f"{mark}: {_dotted(path) or '(top level)'}: {_message(path, errs)}")
+        secret = any(is_secret_key(part) for part in path if isinstance(part, str))
+        message = _message(path, errs, secret)
+        lines.append(f"{_mask_mark(str(mark), secret)}: {_dotted(path) or '(top level)'}: {message}")
     return ConfigError("Invalid job configuration:\n  " + "\n  ".join(lines))
 
 
@@ -278,7 +281,14 @@ def _dotted(path: tuple) -> str:
     return out
 
 
-def _message(path: tuple, errs: list[dict]) -> str:
+def _mask_mark(mark: str, secret: bool) -> str:
+    """A ``--set key=value`` mark without its value when the key is a secret."""
+    if secret and mark.startswith("--set ") and "=" in mark:
+        return mark.split("=", 1)[0] + "=" + MASK
+    return mark
+
+
+def _message(path: tuple, errs: list[dict], secret: bool = False) -> str:
     err = errs[0]
     if err["type"] == "extra_forbidden":
         valid = _fields_at(path[:-1])
@@ -290,9 +300,12 @@ def _message(path: tuple, errs: list[dict]) -> str:
         return "required key is missing"
     if len(errs) > 1:
         kinds = sorted({str(e["loc"][-1]) for e in errs if not isinstance(e["loc"][-1], int)})
-        return f"invalid value {errs[0].get('input')!r} (expected one of: {', '.join(kinds)})"
+        shown = MASK if secret else repr(errs[0].get("input"))
+        return f"invalid value {shown} (expected one of: {', '.join(kinds)})"
     msg = err["msg"].removeprefix("Value error, ")
-    return f"{msg} (got {err.get('input')!r})" if err["type"] != "value_error" else msg
+    if err["type"] == "value_error":
+        return MASK if secret and str(err.get("input")) in msg else msg
+    return f"{msg} (got {MASK if secret else repr(err.get('input'))})"
 
 
 def _fields_at(path: tuple) -> list[str]:

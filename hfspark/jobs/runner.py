@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -93,6 +94,11 @@ def one_line(exc: BaseException, redactor: Redactor | None = None) -> str:
             if ln.startswith("hfspark.errors.") or "Error: " in ln[:80]:
                 picked = ln
                 break
+        else:  # a JVM error (Py4J): its innermost cause, else the exception under "calling oN.x"
+            java = [ln for ln in lines if ln.startswith("Caused by: ")] or [
+                ln.removeprefix(": ") for ln in lines[1:2] if ln.startswith(": ")]
+            if java:
+                picked = java[-1]
         picked = f"{type(exc).__name__}: {picked}" if not picked.startswith(type(exc).__name__) else picked
     picked = redactor.text(picked) if redactor else picked
     return picked if len(picked) <= 400 else picked[:397] + "..."
@@ -189,7 +195,7 @@ def run_job(
         report.status, report.reason = "error_budget_exceeded", one_line(e, redactor)
     except Exception as e:  # noqa: BLE001 - every failure ends up in the report
         report.status, report.reason = "failed", one_line(e, redactor)
-        log.debug("job failed", exc_info=True)
+        log.debug("job failed: %s", redactor.text(traceback.format_exc()))
     finally:
         if progress is not None:
             progress.close()
@@ -246,6 +252,7 @@ def _prepare(state: _Run) -> tuple[Plan, InputStats]:
     state.input_df = df
     shaped = output_frame(apply_steps(df, state.steps), state.steps, job, report.run_id)
     check_columns(shaped, job.output.partition_by, "output.partition_by")
+    output_exists(spark, job.output)  # refuses a folder that holds another table's files
     existing = read_output(spark, job.output)
     if job.output.mode == "error" and existing is not None:
         raise ConfigError(f"output {job.output.target!r} exists and output.mode is 'error': "

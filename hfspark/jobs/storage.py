@@ -94,7 +94,24 @@ def output_exists(spark: SparkSession, out: OutputSection) -> bool:
     """Whether the output table or folder holds data already."""
     if out.format == "table":
         return spark.catalog.tableExists(out.table)
+    if out.format == "delta" and out.path and _holds_foreign_files(out.path):
+        raise ConfigError(
+            f"Output path {out.path} is not a Delta table but is not empty: choose an empty "
+            f"folder or an existing Delta table (hfspark never writes into another table's files)."
+        )
     return read_output(spark, out) is not None
+
+
+def _holds_foreign_files(path: str) -> bool:
+    """True when a local output folder has files but no ``_delta_log`` (another table's data)."""
+    from pathlib import Path
+
+    local = Path(path.removeprefix("file://"))
+    if "://" in path and not path.startswith("file://"):
+        return False
+    if not local.is_dir() or (local / "_delta_log").is_dir():
+        return False
+    return any(not p.name.startswith((".", "_")) for p in local.iterdir())
 
 
 def read_output(spark: SparkSession, out: OutputSection) -> DataFrame | None:

@@ -182,7 +182,10 @@ def model_udf(
         >>> df.select(embed("text").alias("vector"))
     """
     from hfspark.flavor import read_info
+    from hfspark.flavor.store import pin_uri
     from hfspark.tasks import canonical_task, get_task
+
+    model_uri = pin_uri(str(model_uri))  # models:/name@alias -> one version for every executor
 
     opts = parse_options(
         **unknown,
