@@ -38,7 +38,7 @@ run: install
 	$(PY) -m hfspark.cli run conf/embeddings.yaml
 
 test: install
-	$(PY) -m pytest -q -x --timeout=900 tests
+	$(PY) -m pytest -q --timeout=900 -m "not bench" --durations=15 tests
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not cluster and not connect" tests
