@@ -59,3 +59,20 @@ def test_real_whisper_long_audio_with_timestamps(whisper_dir: Path, speech: list
     starts = [c["start"] for c in row["chunks"]]
     assert len(starts) >= 2 and starts == sorted(starts)
     assert all(c["end"] is None or c["start"] <= c["end"] <= len(long_audio) / rate + 1 for c in row["chunks"])
+
+
+def test_real_whisper_through_spark(spark, whisper_dir: Path, speech: list[bytes], tmp_path: Path) -> None:
+    """The saved real Whisper tiny.en through a Spark model UDF on WAV bytes: WER <= 0.3."""
+    from hfspark.flavor import save_model
+    from hfspark.udfs import model_udf
+
+    saved = tmp_path / "whisper"
+    save_model(str(whisper_dir), saved, task="automatic-speech-recognition")
+    rows = [(i, wav) for i, wav in enumerate(speech)] + [(len(speech), None)]
+    df = spark.createDataFrame(rows, "id int, audio binary").repartition(2)
+    asr = model_udf(str(saved), batch_size=2, errors="column", device="cpu")
+    out = sorted(df.select("id", asr("audio").alias("t")).collect(), key=lambda r: r.id)
+    assert len(out) == len(speech) + 1
+    assert out[-1].t.text is None and out[-1].t.error is None  # null in -> null out
+    assert all(r.t.error is None for r in out[:-1])
+    assert _wer(SENTENCES, [r.t.text for r in out[:-1]]) <= 0.3
