@@ -165,12 +165,14 @@ def model_udf(
         model_uri: a folder saved by hfspark or MLflow, a transformers folder (with
             ``task``), a ``file://``/fsspec URL, or ``runs:/``/``models:/`` with mlflow.
         task: the task (or alias); default: the task saved with the model.
-        batch_size: most rows per forward pass (default 32).
+        batch_size: most rows per forward pass (default 8 on CPU, 32 on GPU).
         max_tokens_per_batch: most padded tokens per forward pass.
         max_length: truncate inputs to this many tokens.
         device: ``auto`` (the task's GPU, else CUDA, else CPU), ``cpu`` or ``cuda:N``.
         device_map: ``auto`` spreads a large model over the executor's GPUs (accelerate).
-        torch_dtype: ``auto`` (bf16/fp16 on GPU, fp32 on CPU) or a dtype name.
+        torch_dtype: ``auto`` (bf16/fp16 on GPU, fp32 on CPU) or a dtype name; ``bfloat16``
+            is the fast CPU path on CPUs with native bf16 (2-3.7x here, embedding cosine
+            to fp32 >= 0.9999; see bench/README.md).
         errors: ``raise`` fails the task on a bad row; ``column`` adds an ``error`` field.
         params: task options (e.g. ``{"top_k": 3}``, generation settings).
         sort_window: rows sorted together by length (slices of each Arrow batch).
