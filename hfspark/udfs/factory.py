@@ -45,7 +45,7 @@ def output_type(adapter: Any, options: UdfOptions) -> DataType:
     )
 
 
-def _make_predict(ref: ModelRef, struct_out: bool):
+def _make_predict(ref: ModelRef):
     """The executor function: loads the model lazily (once per Python worker) and predicts."""
 
     def predict(batches: Iterator[Any]) -> Iterator[Any]:
@@ -89,7 +89,7 @@ class ModelUDF:
 
         kind = 1 if arity == 1 else 2
         if kind not in self._udfs:
-            fn = _make_predict(self.ref, True)
+            fn = _make_predict(self.ref)
             if kind == 1:
                 def one(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
                     return fn(batches)
