@@ -7,6 +7,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hfspark.errors import RowError
 from hfspark.udfs.batching import plan_batches
@@ -24,6 +26,57 @@ def test_plan_batches_sorts_and_respects_budget() -> None:
         assert len(b) == 1 or max(lengths[p] for p in b) * len(b) <= 120
     flat = [lengths[p] for b in batches for p in b]
     assert flat == sorted(flat)
+
+
+def _plan_cost(lengths: list[int], batches: list[list[int]], call_cost: float) -> float:
+    return sum(call_cost + len(b) * max(lengths[p] for p in b) for b in batches)
+
+
+def _best_cost(sizes: list[int], batch_size: int, max_tokens: int | None, call_cost: float) -> float:
+    """Brute force over every way to cut the sorted rows into consecutive batches."""
+    from itertools import product
+
+    n, best = len(sizes), float("inf")
+    if n == 0:
+        return 0.0
+    for cuts in product((False, True), repeat=max(0, n - 1)):
+        bounds = [0, *[i + 1 for i, c in enumerate(cuts) if c], n]
+        groups = [sizes[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+        if all(len(g) == 1 or (len(g) <= batch_size and (max_tokens is None or len(g) * max(g) <= max_tokens))
+               for g in groups):
+            best = min(best, sum(call_cost + len(g) * max(g) for g in groups))
+    return best
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    lengths=st.lists(st.integers(1, 300), max_size=9),
+    batch_size=st.integers(1, 5),
+    max_tokens=st.one_of(st.none(), st.integers(1, 900)),
+    call_cost=st.floats(0, 64),
+)
+def test_cost_plan_is_optimal_and_valid(lengths: list[int], batch_size: int, max_tokens: int | None,
+                                        call_cost: float) -> None:
+    plan = plan_batches(lengths, batch_size=batch_size, max_tokens=max_tokens, call_cost=call_cost)
+    assert sorted(p for b in plan for p in b) == list(range(len(lengths)))
+    for b in plan:
+        assert len(b) == 1 or (len(b) <= batch_size
+                               and (max_tokens is None or len(b) * max(lengths[p] for p in b) <= max_tokens))
+    greedy = plan_batches(lengths, batch_size=batch_size, max_tokens=max_tokens)
+    cost = _plan_cost(lengths, plan, call_cost)
+    assert cost <= _plan_cost(lengths, greedy, call_cost) + 1e-9
+    assert cost == pytest.approx(_best_cost(sorted(lengths), batch_size, max_tokens, call_cost))
+
+
+def test_cost_plan_extremes() -> None:
+    lengths = [5, 98, 7, 100, 6, 99]
+    # a free call: only equal-length rows share a batch
+    assert plan_batches(lengths, batch_size=8, max_tokens=None, call_cost=0) == [[0], [4], [2], [1], [5], [3]]
+    # a costly call: full batches, as the greedy plan
+    assert plan_batches(lengths, batch_size=3, max_tokens=None, call_cost=1e6) == plan_batches(
+        lengths, batch_size=3, max_tokens=None)
+    # the encoder default: short rows together, long rows together
+    assert plan_batches(lengths, batch_size=8, max_tokens=None, call_cost=8) == [[0, 4, 2], [1, 5, 3]]
 
 
 def test_rows_from_columns_shapes() -> None:
@@ -84,6 +137,29 @@ def test_oom_halves_the_batch_and_bad_rows_are_isolated(runtime: Runtime) -> Non
     assert abs(clean["score"][0] - out["score"][3]) < 1e-6  # same result after the back-off
     with pytest.raises(RowError, match="Row 1"):
         predict_frame(runtime, [pd.Series(texts)], UdfOptions(batch_size=8))
+
+
+def test_engine_plans_by_call_cost_on_cpu(runtime: Runtime) -> None:
+    """An encoder task on CPU cuts batches by cost (short and long rows apart); a large
+    call_cost fills batches; the results are the same either way."""
+    from hfspark.tasks import get_task
+
+    assert get_task("text-classification").cpu_call_cost == 8
+    assert get_task("text-generation").cpu_call_cost is None  # generation fills batches
+    texts = ["good", "bad", "fine", " ".join(["word"] * 30), " ".join(["word"] * 31)]
+    adapter = runtime.adapter
+    adapter.limit = 100
+    try:
+        adapter.calls.clear()
+        by_cost = predict_frame(runtime, [pd.Series(texts)], UdfOptions(batch_size=8))
+        assert sorted(adapter.calls) == [2, 3]
+        adapter.calls.clear()
+        full = predict_frame(runtime, [pd.Series(texts)], UdfOptions(batch_size=8, call_cost=1e6))
+        assert adapter.calls == [5]
+    finally:
+        adapter.limit = 2
+    assert by_cost["label"].tolist() == full["label"].tolist()
+    assert (by_cost["score"] - full["score"]).abs().max() < 1e-5
 
 
 def test_device_and_dtype_choice_on_cpu() -> None:

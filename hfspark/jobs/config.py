@@ -88,6 +88,7 @@ class StepOptions(_Section):
     batch_size: int | None = Field(default=None, gt=0)
     max_length: int | None = Field(default=None, gt=0)
     max_tokens_per_batch: int | None = Field(default=None, gt=0)
+    call_cost: float | None = Field(default=None, ge=0)
     errors: Literal["raise", "column"] = "raise"
     device: str = "auto"
     torch_dtype: str = "auto"

@@ -35,7 +35,7 @@ from hfspark.tasks._text import (
     require_text,
     resolve_max_length,
 )
-from hfspark.tasks.base import LoadedModel, TaskAdapter, TaskOptions
+from hfspark.tasks.base import ENCODER_CALL_COST, LoadedModel, TaskAdapter, TaskOptions
 
 if TYPE_CHECKING:
     from pyspark.sql.types import DataType
@@ -70,6 +70,8 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.
 
 class FeatureExtraction(TaskAdapter):
     """Adapter of ``feature-extraction`` (aliases ``sentence-embeddings``, ``embeddings``)."""
+
+    cpu_call_cost = ENCODER_CALL_COST
 
     name = "feature-extraction"
     auto_model = "AutoModel"

@@ -32,7 +32,7 @@ from pydantic import PositiveInt, field_validator
 
 from hfspark.errors import ConfigError, ModelValidationError, RowError
 from hfspark.tasks._text import call_model, collate, require_text, resolve_max_length, split_rows
-from hfspark.tasks.base import LoadedModel, TaskAdapter, TaskOptions
+from hfspark.tasks.base import ENCODER_CALL_COST, LoadedModel, TaskAdapter, TaskOptions
 
 if TYPE_CHECKING:
     from pyspark.sql.types import DataType
@@ -62,6 +62,8 @@ class FillMaskOptions(TaskOptions):
 
 class FillMask(TaskAdapter):
     """Adapter of ``fill-mask``."""
+
+    cpu_call_cost = ENCODER_CALL_COST
 
     name = "fill-mask"
     auto_model = "AutoModelForMaskedLM"

@@ -42,7 +42,7 @@ from hfspark.tasks._text import (
     require_text,
     resolve_max_length,
 )
-from hfspark.tasks.base import LoadedModel, TaskAdapter, TaskOptions
+from hfspark.tasks.base import ENCODER_CALL_COST, LoadedModel, TaskAdapter, TaskOptions
 
 if TYPE_CHECKING:
     from pyspark.sql.types import DataType
@@ -73,6 +73,8 @@ class QuestionAnsweringOptions(TaskOptions):
 
 class QuestionAnswering(TaskAdapter):
     """Adapter of extractive ``question-answering`` (alias ``qa``)."""
+
+    cpu_call_cost = ENCODER_CALL_COST
 
     name = "question-answering"
     auto_model = "AutoModelForQuestionAnswering"

@@ -33,7 +33,7 @@ from hfspark.tasks._text import (
     require_text,
     resolve_max_length,
 )
-from hfspark.tasks.base import LoadedModel, TaskAdapter, TaskOptions
+from hfspark.tasks.base import ENCODER_CALL_COST, LoadedModel, TaskAdapter, TaskOptions
 
 if TYPE_CHECKING:
     from pyspark.sql.types import DataType
@@ -78,6 +78,8 @@ def score_labels(logits: Any, function: str) -> Any:
 
 class TextClassification(TaskAdapter):
     """Adapter of ``text-classification`` (alias ``sentiment-analysis``)."""
+
+    cpu_call_cost = ENCODER_CALL_COST
 
     name = "text-classification"
     auto_model = "AutoModelForSequenceClassification"

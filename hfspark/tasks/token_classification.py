@@ -40,7 +40,7 @@ from hfspark.tasks._text import (
     resolve_max_length,
     split_rows,
 )
-from hfspark.tasks.base import LoadedModel, TaskAdapter, TaskOptions
+from hfspark.tasks.base import ENCODER_CALL_COST, LoadedModel, TaskAdapter, TaskOptions
 
 if TYPE_CHECKING:
     from pyspark.sql.types import DataType
@@ -68,6 +68,8 @@ class TokenClassificationOptions(TaskOptions):
 
 class TokenClassification(TaskAdapter):
     """Adapter of ``token-classification`` (alias ``ner``)."""
+
+    cpu_call_cost = ENCODER_CALL_COST
 
     name = "token-classification"
     auto_model = "AutoModelForTokenClassification"

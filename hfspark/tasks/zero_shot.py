@@ -40,7 +40,7 @@ from hfspark.tasks._text import (
     require_text,
     resolve_max_length,
 )
-from hfspark.tasks.base import LoadedModel, TaskAdapter, TaskOptions
+from hfspark.tasks.base import ENCODER_CALL_COST, LoadedModel, TaskAdapter, TaskOptions
 
 if TYPE_CHECKING:
     from pyspark.sql.types import DataType
@@ -85,6 +85,8 @@ class ZeroShotOptions(TaskOptions):
 
 class ZeroShotClassification(TaskAdapter):
     """Adapter of ``zero-shot-classification`` (alias ``zero-shot``)."""
+
+    cpu_call_cost = ENCODER_CALL_COST
 
     name = "zero-shot-classification"
     auto_model = "AutoModelForSequenceClassification"

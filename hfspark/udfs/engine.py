@@ -125,8 +125,13 @@ class _Run:
         adapter = self.rt.adapter
         on_gpu = str(self.rt.device).startswith("cuda")
         batch_size = self.opts.batch_size or (_DEFAULT_BATCH_GPU if on_gpu else _DEFAULT_BATCH_CPU)
+        call_cost = self.opts.call_cost
+        if call_cost is None and not on_gpu:
+            call_cost = adapter.cpu_call_cost
         lengths = [adapter.length(f) for f in features]
-        for batch in plan_batches(lengths, batch_size=batch_size, max_tokens=self.opts.max_tokens_per_batch):
+        plan = plan_batches(lengths, batch_size=batch_size, max_tokens=self.opts.max_tokens_per_batch,
+                            call_cost=call_cost)
+        for batch in plan:
             with torch.inference_mode():
                 self._forward_batch([positions[i] for i in batch], [features[i] for i in batch])
 

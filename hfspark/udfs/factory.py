@@ -146,6 +146,7 @@ def model_udf(
     task: str | None = None,
     batch_size: int | None = None,
     max_tokens_per_batch: int | None = None,
+    call_cost: float | None = None,
     max_length: int | None = None,
     device: str = "auto",
     device_map: str | None = None,
@@ -167,6 +168,10 @@ def model_udf(
         task: the task (or alias); default: the task saved with the model.
         batch_size: most rows per forward pass (default 8 on CPU, 32 on GPU).
         max_tokens_per_batch: most padded tokens per forward pass.
+        call_cost: what one forward call costs in padded tokens; batches are cut to
+            minimise ``call_cost × calls + padded tokens``. Default: 8 for encoder tasks on
+            CPU (small sorted batches, little padding), full batches on GPU and for
+            generation. A large value fills every batch.
         max_length: truncate inputs to this many tokens.
         device: ``auto`` (the task's GPU, else CUDA, else CPU), ``cpu`` or ``cuda:N``.
         device_map: ``auto`` spreads a large model over the executor's GPUs (accelerate).
@@ -192,7 +197,7 @@ def model_udf(
     opts = parse_options(
         **unknown,
         task=task, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
-        max_length=max_length, device=device, device_map=device_map, torch_dtype=torch_dtype,
+        call_cost=call_cost, max_length=max_length, device=device, device_map=device_map, torch_dtype=torch_dtype,
         errors=errors, params=dict(params or {}), sort_window=sort_window,
     )
     info = read_info(model_uri, task=canonical_task(task) if task else None)

@@ -24,6 +24,7 @@ class UdfOptions(BaseModel):
     task: str | None = None
     batch_size: int | None = Field(default=None, ge=1)
     max_tokens_per_batch: int | None = Field(default=None, ge=1)
+    call_cost: float | None = Field(default=None, ge=0)
     max_length: int | None = Field(default=None, ge=1)
     device: str = "auto"
     device_map: Literal["auto", "balanced", "sequential"] | None = None
