@@ -1,11 +1,13 @@
 """Pick hfspark's CPU batching: rows per batch x padded-token budget, one process, one thread.
 
 Runs the classification model over the same token ids with hfspark's own batch planner
-(:func:`hfspark.udfs.batching.plan_batches`) for each setting, interleaved, best of ``reps``,
-and writes ``tune.md`` next to the benchmark results. ``python -m bench.tune``.
+(:func:`hfspark.udfs.batching.plan_batches`) for each setting (rows per batch, padded-token
+budget, greedy or cost-optimal with a call cost), planning partition-sized windows of rows,
+interleaved, best of ``reps``, and writes ``tune.md`` next to the benchmark results.
+``python -m bench.tune``.
 
 Example:
-    >>> rows = tune(folder, texts[:400], reps=3)
+    >>> rows = tune(folder, texts[:400], windows=(12, 400))
     >>> max(rows, key=lambda r: r["rows_per_s"])
 """
 
@@ -20,34 +22,41 @@ from typing import Any
 
 __all__ = ["SETTINGS", "tune", "main"]
 
-#: (batch_size, max_tokens_per_batch) pairs tried; batch 1 is one row at a time.
-SETTINGS: list[tuple[int, int | None]] = [
-    (1, None), (4, None), (8, None), (16, None), (32, None), (64, None),
-    (16, 1024), (16, 2048), (32, 2048), (64, 2048), (32, 4096), (64, 4096),
+#: (batch_size, max_tokens_per_batch, call_cost) tried; batch 1 is one row at a time and
+#: call_cost None is the greedy planner (full batches).
+SETTINGS: list[tuple[int, int | None, float | None]] = [
+    (1, None, None), (4, None, None), (8, None, None), (16, None, None), (32, None, None),
+    (16, 2048, None), (32, 4096, None),
+    (8, 2048, 4), (8, 2048, 8), (8, 2048, 16), (16, 4096, 8), (32, 8192, 8),
 ]
 
 
-def _run(model: Any, ids: list[list[int]], batch_size: int, max_tokens: int | None) -> float:
+def _run(model: Any, ids: list[list[int]], window: int, setting: tuple[int, int | None, float | None]) -> float:
+    """Seconds for every row, planned window by window (a window = one partition's rows)."""
     import torch
 
     from hfspark.udfs.batching import plan_batches
 
+    batch_size, max_tokens, call_cost = setting
     start = time.perf_counter()
     with torch.inference_mode():
-        for batch in plan_batches([len(i) for i in ids], batch_size=batch_size, max_tokens=max_tokens):
-            width = max(len(ids[i]) for i in batch)
-            input_ids = torch.zeros((len(batch), width), dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-                mask[row, : len(ids[i])] = 1
-            model(input_ids=input_ids, attention_mask=mask)
+        for first in range(0, len(ids), window):
+            part = ids[first : first + window]
+            for batch in plan_batches([len(i) for i in part], batch_size=batch_size,
+                                      max_tokens=max_tokens, call_cost=call_cost):
+                width = max(len(part[i]) for i in batch)
+                input_ids = torch.zeros((len(batch), width), dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, i in enumerate(batch):
+                    input_ids[row, : len(part[i])] = torch.tensor(part[i])
+                    mask[row, : len(part[i])] = 1
+                model(input_ids=input_ids, attention_mask=mask)
     return time.perf_counter() - start
 
 
-def tune(folder: Path, texts: Sequence[str], *, reps: int = 3,
-         settings: Sequence[tuple[int, int | None]] = SETTINGS) -> list[dict[str, Any]]:
-    """rows/s of each (batch_size, max_tokens) on ``texts`` with one torch thread."""
+def tune(folder: Path, texts: Sequence[str], *, windows: Sequence[int], reps: int = 2,
+         settings: Sequence[tuple[int, int | None, float | None]] = SETTINGS) -> list[dict[str, Any]]:
+    """rows/s of each setting and window size on ``texts`` with one torch thread."""
     import torch
 
     from bench.ceiling import load_model, tokenize
@@ -56,13 +65,13 @@ def tune(folder: Path, texts: Sequence[str], *, reps: int = 3,
     torch.set_num_threads(1)
     model, tokenizer = load_model(folder, "text-classification")
     ids = tokenize(tokenizer, texts, MAX_LENGTH)
-    _run(model, ids[:32], 8, None)  # warm-up
-    best = {s: float("inf") for s in settings}
+    _run(model, ids[:32], 32, (8, None, None))  # warm-up
+    best = {(w, s): float("inf") for w in windows for s in settings}
     for _ in range(reps):
-        for s in settings:
-            best[s] = min(best[s], _run(model, ids, *s))
-    return [{"batch_size": b, "max_tokens_per_batch": t, "seconds": best[(b, t)],
-             "rows_per_s": len(texts) / best[(b, t)]} for b, t in settings]
+        for key in best:
+            best[key] = min(best[key], _run(model, ids, *key))
+    return [{"window": w, "batch_size": s[0], "max_tokens_per_batch": s[1], "call_cost": s[2],
+             "seconds": sec, "rows_per_s": len(texts) / sec} for (w, s), sec in best.items()]
 
 
 def main() -> int:
@@ -76,13 +85,19 @@ def main() -> int:
     s = Settings.from_env()
     model = prepare_models(s.work, ["text-classification"])["text-classification"]
     texts = bench_texts(int(os.environ.get("HFSPARK_BENCH_TUNE_ROWS", "400")))
-    rows = tune(model.folder, texts)
-    top = max(r["rows_per_s"] for r in rows)
+    windows = (max(1, len(texts) // 32), len(texts))  # 32 partitions' worth, and one window
+    rows = tune(model.folder, texts, windows=windows)
     lines = ["# hfspark CPU batching (one process, one torch thread, classification)", "",
-             f"{len(texts)} rows, load average {os.getloadavg()[0]:.2f}.", "",
-             "| batch_size | max_tokens_per_batch | rows/s | vs best |", "|---|---|---|---|"]
-    lines += [f"| {r['batch_size']} | {r['max_tokens_per_batch'] or '-'} | {r['rows_per_s']:.1f} | "
-              f"{r['rows_per_s'] / top:.2f} |" for r in rows]
+             f"{len(texts)} rows planned in windows of {windows[0]} rows (as 32 partitions) or "
+             f"all at once; load average {os.getloadavg()[0]:.2f}.", "",
+             "| window | batch_size | max_tokens_per_batch | call_cost | rows/s | vs best in window |",
+             "|---|---|---|---|---|---|"]
+    for w in windows:
+        top = max(r["rows_per_s"] for r in rows if r["window"] == w)
+        lines += [f"| {w} | {r['batch_size']} | {r['max_tokens_per_batch'] or '-'} | "
+                  f"{r['call_cost'] if r['call_cost'] is not None else 'greedy'} | "
+                  f"{r['rows_per_s']:.1f} | {r['rows_per_s'] / top:.2f} |"
+                  for r in rows if r["window"] == w]
     text = "\n".join(lines) + "\n"
     s.out.mkdir(parents=True, exist_ok=True)
     (s.out / "tune.md").write_text(text)
