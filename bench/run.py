@@ -8,7 +8,8 @@ and ``latest.png`` to the results folder.
 Environment knobs:
     HFSPARK_BENCH_ROWS    rows per table (default 2000)
     HFSPARK_BENCH_QUICK   1: ~200 rows, one repetition, no scaling series (smoke tests)
-    HFSPARK_BENCH_REPS    timed jobs per configuration, best one reported (default 1)
+    HFSPARK_BENCH_REPS    timed jobs per configuration and ceiling mode, best one reported
+                          (default 2)
     HFSPARK_BENCH_CORES   Spark cores = ceiling processes (default 2)
     HFSPARK_BENCH_TASKS   comma list: classification,embeddings,speech (default all)
     HFSPARK_BENCH_SYSTEMS comma list of Spark systems (default all: hfspark, hfspark bf16,
@@ -87,7 +88,7 @@ class Settings:
         return cls(
             rows=int(os.environ.get("HFSPARK_BENCH_ROWS", "200" if quick else "2000")),
             quick=quick,
-            reps=1 if quick else int(os.environ.get("HFSPARK_BENCH_REPS", "1")),
+            reps=1 if quick else int(os.environ.get("HFSPARK_BENCH_REPS", "2")),
             cores=int(os.environ.get("HFSPARK_BENCH_CORES", "2")),
             tasks=[t.strip() for t in tasks.split(",") if t.strip()],
             systems=systems,
@@ -168,7 +169,7 @@ def run_text_task(key: str, s: Settings, texts: list[str], results: dict[str, An
                                            f"{error_line(e)}")
     _say(f"{task}: compute ceiling ({s.cores} processes)")
     results["ceiling"][task] = run_ceiling(model.folder, task, texts, cores=s.cores,
-                                           modes=CEILING_MODES, max_length=MAX_LENGTH)
+                                           modes=CEILING_MODES, max_length=MAX_LENGTH, reps=s.reps)
     _say(f"{task}: int8 / bf16 outputs and speed")
     results["quant"].extend(run_quant(model.folder, task, texts[: min(len(texts), 400)],
                                       reps=1 if s.quick else 2))
