@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CeilingResult", "load_model", "tokenize", "forward_all", "run_ceiling", "mode_batch"]
+__all__ = ["CeilingResult", "load_model", "tokenize", "pad_right", "forward_all", "run_ceiling", "mode_batch"]
 
 
 @dataclass
@@ -88,6 +88,19 @@ def torch_normalize(x: Any) -> Any:
     return torch.nn.functional.normalize(x, p=2, dim=1)
 
 
+def pad_right(rows: list[list[int]]) -> tuple[Any, Any]:
+    """(input_ids, attention_mask) tensors of token-id rows, zero-padded on the right."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    input_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, r in enumerate(rows):
+        input_ids[row, : len(r)] = torch.tensor(r)
+        mask[row, : len(r)] = 1
+    return input_ids, mask
+
+
 def forward_all(model: Any, task: str, ids: list[list[int]], batch: int, keep: bool = False) -> list[Any]:
     """Run the model over every row: one at a time (batch 1) or in length-sorted batches.
 
@@ -100,12 +113,7 @@ def forward_all(model: Any, task: str, ids: list[list[int]], batch: int, keep: b
     with torch.inference_mode():
         for start in range(0, len(order), batch):
             chunk = order[start : start + batch]
-            width = max(len(ids[i]) for i in chunk)
-            input_ids = torch.zeros((len(chunk), width), dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, i in enumerate(chunk):
-                input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-                mask[row, : len(ids[i])] = 1
+            input_ids, mask = pad_right([ids[i] for i in chunk])
             out = _outputs(model, task, input_ids, mask)
             if keep:
                 for row, i in enumerate(chunk):
@@ -121,14 +129,14 @@ def _child(folder: str, task: str, texts: list[str], modes: list[str], max_lengt
     torch.set_num_threads(1)
     model, tokenizer = load_model(Path(folder), task)
     forward_all(model, task, tokenize(tokenizer, texts[:4], max_length), 4)  # warm-up
-    for mode in [m for _ in range(reps) for m in modes]:  # interleaved repetitions
+    for rep, mode in [(r, m) for r in range(reps) for m in modes]:  # interleaved repetitions
         barrier.wait()
         start, cpu = time.perf_counter(), time.process_time()
         ids = tokenize(tokenizer, texts, max_length)
         forward_all(model, task, ids, mode_batch(mode))
         end, cpu = time.perf_counter(), time.process_time() - cpu
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        queue.put((mode, start, end, sum(len(i) for i in ids), rss, cpu))
+        queue.put((mode, rep, start, end, sum(len(i) for i in ids), rss, cpu))
 
 
 def run_ceiling(folder: Path, task: str, texts: Sequence[str], *, cores: int, modes: Sequence[str],
@@ -146,21 +154,19 @@ def run_ceiling(folder: Path, task: str, texts: Sequence[str], *, cores: int, mo
                                                barrier, queue, reps)) for share in shares]
     for p in procs:
         p.start()
-    got: dict[str, list[list[tuple]]] = {m: [[] for _ in range(reps)] for m in modes}
+    got: dict[tuple[str, int], list[tuple]] = {(m, r): [] for m in modes for r in range(reps)}
     for _ in range(cores * len(modes) * reps):
-        mode, *part = queue.get(timeout=3600)
-        runs = got[mode]
-        next(r for r in runs if len(r) < cores).append(tuple(part))
+        mode, rep, *part = queue.get(timeout=3600)
+        got[(mode, rep)].append(tuple(part))
     for p in procs:
         p.join()
         if p.exitcode:
             raise RuntimeError(f"ceiling process failed with exit code {p.exitcode}")
     out: dict[str, CeilingResult] = {}
-    for mode, runs in got.items():
-        for parts in runs:
-            seconds = max(p[1] for p in parts) - min(p[0] for p in parts)
-            res = CeilingResult(mode, seconds, len(texts), sum(p[2] for p in parts),
-                                max(p[3] for p in parts), cores, sum(p[4] for p in parts))
-            if mode not in out or res.seconds < out[mode].seconds:
-                out[mode] = res
+    for (mode, _), parts in got.items():
+        seconds = max(p[1] for p in parts) - min(p[0] for p in parts)
+        res = CeilingResult(mode, seconds, len(texts), sum(p[2] for p in parts),
+                            max(p[3] for p in parts), cores, sum(p[4] for p in parts))
+        if mode not in out or res.seconds < out[mode].seconds:
+            out[mode] = res
     return out

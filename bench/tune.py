@@ -35,6 +35,7 @@ def _run(model: Any, ids: list[list[int]], window: int, setting: tuple[int, int 
     """Seconds for every row, planned window by window (a window = one partition's rows)."""
     import torch
 
+    from bench.ceiling import pad_right
     from hfspark.udfs.batching import plan_batches
 
     batch_size, max_tokens, call_cost = setting
@@ -44,12 +45,7 @@ def _run(model: Any, ids: list[list[int]], window: int, setting: tuple[int, int 
             part = ids[first : first + window]
             for batch in plan_batches([len(i) for i in part], batch_size=batch_size,
                                       max_tokens=max_tokens, call_cost=call_cost):
-                width = max(len(part[i]) for i in batch)
-                input_ids = torch.zeros((len(batch), width), dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    input_ids[row, : len(part[i])] = torch.tensor(part[i])
-                    mask[row, : len(part[i])] = 1
+                input_ids, mask = pad_right([part[i] for i in batch])
                 model(input_ids=input_ids, attention_mask=mask)
     return time.perf_counter() - start
 

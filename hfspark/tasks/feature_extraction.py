@@ -71,11 +71,10 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.
 class FeatureExtraction(TaskAdapter):
     """Adapter of ``feature-extraction`` (aliases ``sentence-embeddings``, ``embeddings``)."""
 
-    cpu_call_cost = ENCODER_CALL_COST
-
     name = "feature-extraction"
     auto_model = "AutoModel"
     architectures = ()
+    cpu_call_cost = ENCODER_CALL_COST
     result_field = "embedding"
     Options = FeatureExtractionOptions
     options: FeatureExtractionOptions

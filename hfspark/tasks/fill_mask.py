@@ -63,11 +63,10 @@ class FillMaskOptions(TaskOptions):
 class FillMask(TaskAdapter):
     """Adapter of ``fill-mask``."""
 
-    cpu_call_cost = ENCODER_CALL_COST
-
     name = "fill-mask"
     auto_model = "AutoModelForMaskedLM"
     architectures = ("ForMaskedLM", "ForPreTraining", "WithLMHeadModel")
+    cpu_call_cost = ENCODER_CALL_COST
     result_field = "predictions"
     Options = FillMaskOptions
     options: FillMaskOptions

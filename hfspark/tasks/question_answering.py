@@ -74,11 +74,10 @@ class QuestionAnsweringOptions(TaskOptions):
 class QuestionAnswering(TaskAdapter):
     """Adapter of extractive ``question-answering`` (alias ``qa``)."""
 
-    cpu_call_cost = ENCODER_CALL_COST
-
     name = "question-answering"
     auto_model = "AutoModelForQuestionAnswering"
     architectures = ("ForQuestionAnswering",)
+    cpu_call_cost = ENCODER_CALL_COST
     input_fields = ("question", "context")
     input_types = {"question": ("string",), "context": ("string",)}
     result_field = "result"

@@ -79,11 +79,10 @@ def score_labels(logits: Any, function: str) -> Any:
 class TextClassification(TaskAdapter):
     """Adapter of ``text-classification`` (alias ``sentiment-analysis``)."""
 
-    cpu_call_cost = ENCODER_CALL_COST
-
     name = "text-classification"
     auto_model = "AutoModelForSequenceClassification"
     architectures = ("ForSequenceClassification",)
+    cpu_call_cost = ENCODER_CALL_COST
     input_fields = ("text", "text_pair")
     input_types = {"text": ("string",), "text_pair": ("string",)}
     optional_fields = ("text_pair",)

@@ -69,11 +69,10 @@ class TokenClassificationOptions(TaskOptions):
 class TokenClassification(TaskAdapter):
     """Adapter of ``token-classification`` (alias ``ner``)."""
 
-    cpu_call_cost = ENCODER_CALL_COST
-
     name = "token-classification"
     auto_model = "AutoModelForTokenClassification"
     architectures = ("ForTokenClassification",)
+    cpu_call_cost = ENCODER_CALL_COST
     result_field = "entities"
     Options = TokenClassificationOptions
     options: TokenClassificationOptions

@@ -86,11 +86,10 @@ class ZeroShotOptions(TaskOptions):
 class ZeroShotClassification(TaskAdapter):
     """Adapter of ``zero-shot-classification`` (alias ``zero-shot``)."""
 
-    cpu_call_cost = ENCODER_CALL_COST
-
     name = "zero-shot-classification"
     auto_model = "AutoModelForSequenceClassification"
     architectures = ("ForSequenceClassification",)
+    cpu_call_cost = ENCODER_CALL_COST
     input_fields = ("text", "candidate_labels")
     input_types = {"text": ("string",), "candidate_labels": ("array<string>",)}
     optional_fields = ("candidate_labels",)
