@@ -1,9 +1,11 @@
 """The compute ceiling: what this CPU does for the model with no Spark at all.
 
-As many processes as Spark has cores, one torch thread each. Every process loads the model,
-waits at a barrier, then tokenizes its share of the rows (round-robin) and runs only the
-model forward, either one row at a time (no padding) or in length-sorted batches. The time
-is from the barrier to the last process done; model loading is not counted.
+As many processes as Spark has cores, one torch thread each. Every process loads the model
+once; for each timed run it waits at a barrier, then tokenizes its share of the rows
+(round-robin) and runs only the model forward, either one row at a time (no padding) or in
+length-sorted batches. The time is from the barrier to the last process done; model loading
+is not counted. A :class:`CeilingPool` keeps the processes (and their models) between runs,
+so ``make bench`` can time a ceiling round right before each hfspark job.
 
 Example:
     >>> res = run_ceiling(folder, "text-classification", texts, cores=2, modes=("row", "sorted16"))
@@ -17,11 +19,12 @@ import os
 import resource
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CeilingResult", "load_model", "tokenize", "pad_right", "forward_all", "run_ceiling", "mode_batch"]
+__all__ = ["CeilingPool", "CeilingResult", "keep_best", "load_model", "tokenize", "pad_right", "forward_all", "run_ceiling",
+           "mode_batch"]
 
 
 @dataclass
@@ -35,6 +38,8 @@ class CeilingResult:
     peak_rss_mib: float
     processes: int
     cpu_seconds: float = 0.0  # CPU of all processes over the timed section
+    all_seconds: list[float] = field(default_factory=list)  # every round of this mode
+    partitions: int | None = None  # the Spark jobs it was timed beside (None: on its own)
 
     @property
     def rows_per_s(self) -> float:
@@ -121,52 +126,117 @@ def forward_all(model: Any, task: str, ids: list[list[int]], batch: int, keep: b
     return results
 
 
-def _child(folder: str, task: str, texts: list[str], modes: list[str], max_length: int,
-           barrier: Any, queue: Any, reps: int) -> None:
+def _child(folder: str, task: str, texts: list[str], max_length: int, barrier: Any,
+           inbox: Any, outbox: Any) -> None:
+    """One ceiling process: load, say ready, then one timed run per ``(mode, round)`` command."""
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     import torch
 
     torch.set_num_threads(1)
     model, tokenizer = load_model(Path(folder), task)
     forward_all(model, task, tokenize(tokenizer, texts[:4], max_length), 4)  # warm-up
-    for rep, mode in [(r, m) for r in range(reps) for m in modes]:  # interleaved repetitions
+    outbox.put("ready")
+    while (command := inbox.get()) is not None:
+        mode, round_no = command
         barrier.wait()
         start, cpu = time.perf_counter(), time.process_time()
         ids = tokenize(tokenizer, texts, max_length)
         forward_all(model, task, ids, mode_batch(mode))
         end, cpu = time.perf_counter(), time.process_time() - cpu
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        queue.put((mode, rep, start, end, sum(len(i) for i in ids), rss, cpu))
+        outbox.put((mode, round_no, start, end, sum(len(i) for i in ids), rss, cpu))
+
+
+class CeilingPool:
+    """``cores`` spawned processes (one torch thread each) that keep the model loaded and run
+    timed ceiling rounds on demand, so rounds can sit right beside the Spark jobs they are
+    compared with (the machine's speed drifts over a run; neighbours see the same machine).
+
+    ``best`` holds the fastest run of each mode over all rounds so far.
+
+    Example:
+        >>> with CeilingPool(folder, "text-classification", texts, cores=2, max_length=256) as pool:
+        ...     pool.round(("row", "sorted8"))
+        ...     pool.best["sorted8"].rows_per_s
+    """
+
+    def __init__(self, folder: Path, task: str, texts: Sequence[str], *, cores: int,
+                 max_length: int) -> None:
+        self.folder, self.task, self.texts = folder, task, list(texts)
+        self.cores, self.max_length = cores, max_length
+        self.best: dict[str, CeilingResult] = {}
+        self.rounds = 0
+        self._procs: list[Any] = []
+
+    def __enter__(self) -> CeilingPool:
+        ctx = mp.get_context("spawn")
+        barrier = ctx.Barrier(self.cores)
+        self._outbox = ctx.Queue()
+        self._inboxes = [ctx.Queue() for _ in range(self.cores)]
+        shares = [self.texts[i :: self.cores] for i in range(self.cores)]  # round-robin
+        self._procs = [ctx.Process(target=_child, daemon=True,
+                                   args=(str(self.folder), self.task, share, self.max_length,
+                                         barrier, inbox, self._outbox))
+                       for share, inbox in zip(shares, self._inboxes, strict=True)]
+        for p in self._procs:
+            p.start()
+        for _ in self._procs:
+            self._get()  # "ready": every process has loaded the model
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for inbox in self._inboxes:
+            inbox.put(None)
+        for p in self._procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.terminate()
+
+    def _get(self) -> Any:
+        import queue
+
+        while True:
+            try:
+                return self._outbox.get(timeout=5)
+            except queue.Empty:
+                dead = [p.exitcode for p in self._procs if p.exitcode]
+                if dead:
+                    raise RuntimeError(f"ceiling process failed with exit code {dead[0]}") from None
+
+    def round(self, modes: Sequence[str]) -> dict[str, CeilingResult]:
+        """One timed run of each mode (all processes start together at a barrier)."""
+        out: dict[str, CeilingResult] = {}
+        for mode in modes:
+            for inbox in self._inboxes:
+                inbox.put((mode, self.rounds))
+            parts = [self._get()[2:] for _ in self._procs]
+            seconds = max(p[1] for p in parts) - min(p[0] for p in parts)
+            res = CeilingResult(mode, seconds, len(self.texts), sum(p[2] for p in parts),
+                                max(p[3] for p in parts), self.cores, sum(p[4] for p in parts))
+            out[mode] = res
+            keep_best(self.best, replace(res))
+        self.rounds += 1
+        return out
+
+
+def keep_best(best: dict[str, CeilingResult], res: CeilingResult) -> None:
+    """Fold one run into ``best`` (mode -> fastest run), keeping every run's seconds."""
+    kept = best.get(res.mode)
+    history = [*(kept.all_seconds if kept else []), res.seconds]
+    if kept is None or res.seconds < kept.seconds:
+        kept = res
+    kept.all_seconds = history
+    best[res.mode] = kept
 
 
 def run_ceiling(folder: Path, task: str, texts: Sequence[str], *, cores: int, modes: Sequence[str],
                 max_length: int, reps: int = 1) -> dict[str, CeilingResult]:
-    """Time each mode with ``cores`` processes (spawned, one torch thread each), best of ``reps``.
+    """Time each mode with ``cores`` processes, best of ``reps`` interleaved rounds.
 
-    Repetitions are interleaved (mode 1, mode 2, ..., mode 1, ...), as the Spark rows take the
-    best of their timed jobs: both sides get the same number of tries.
+    (``make bench`` instead keeps a :class:`CeilingPool` open and runs its rounds beside the
+    hfspark jobs.)
     """
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(cores)
-    queue = ctx.Queue()
-    shares = [list(texts[i::cores]) for i in range(cores)]
-    procs = [ctx.Process(target=_child, args=(str(folder), task, share, list(modes), max_length,
-                                               barrier, queue, reps)) for share in shares]
-    for p in procs:
-        p.start()
-    got: dict[tuple[str, int], list[tuple]] = {(m, r): [] for m in modes for r in range(reps)}
-    for _ in range(cores * len(modes) * reps):
-        mode, rep, *part = queue.get(timeout=3600)
-        got[(mode, rep)].append(tuple(part))
-    for p in procs:
-        p.join()
-        if p.exitcode:
-            raise RuntimeError(f"ceiling process failed with exit code {p.exitcode}")
-    out: dict[str, CeilingResult] = {}
-    for (mode, _), parts in got.items():
-        seconds = max(p[1] for p in parts) - min(p[0] for p in parts)
-        res = CeilingResult(mode, seconds, len(texts), sum(p[2] for p in parts),
-                            max(p[3] for p in parts), cores, sum(p[4] for p in parts))
-        if mode not in out or res.seconds < out[mode].seconds:
-            out[mode] = res
-    return out
+    with CeilingPool(folder, task, texts, cores=cores, max_length=max_length) as pool:
+        for _ in range(max(1, reps)):
+            pool.round(modes)
+        return dict(pool.best)

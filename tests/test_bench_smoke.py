@@ -64,6 +64,11 @@ def test_bench_quick_classification(tmp_path: Path) -> None:
     assert all(r["rows"] == 60 and r["rows_per_s"] > 0 and r["workers"] >= 1 for r in hf)
     assert all(r["loads_total"] is not None and r["loads_total"] >= 1 for r in hf)
     assert {q["variant"] for q in data["quant"]} == {"fp32", "int8 dynamic", "bf16"}
+    ceiling = data["ceiling"]["text-classification"]  # one round beside each timed hfspark job
+    assert {(c["mode"], c["partitions"]) for c in ceiling} == {
+        (m, p) for m in ("row", "sorted8", "sorted16") for p in (2, 32)}
+    assert all(len(c["all_seconds"]) == 1 and c["rows"] == 60 for c in ceiling)
+    assert "compute ceiling (sorted8) | beside 32" in stdout
     assert not data["failures"]
 
 
