@@ -5,7 +5,7 @@ once; for each timed run it waits at a barrier, then tokenizes its share of the 
 (round-robin) and runs only the model forward, either one row at a time (no padding) or in
 length-sorted batches. The time is from the barrier to the last process done; model loading
 is not counted. A :class:`CeilingPool` keeps the processes (and their models) between runs,
-so ``make bench`` can time a ceiling round right before each hfspark job.
+so ``make bench`` can time ceiling rounds right before and after the hfspark jobs.
 
 Example:
     >>> res = run_ceiling(folder, "text-classification", texts, cores=2, modes=("row", "sorted16"))
@@ -151,6 +151,7 @@ class CeilingPool:
     """``cores`` spawned processes (one torch thread each) that keep the model loaded and run
     timed ceiling rounds on demand, so rounds can sit right beside the Spark jobs they are
     compared with (the machine's speed drifts over a run; neighbours see the same machine).
+    They wait idle (no CPU) while Spark runs.
 
     ``best`` holds the fastest run of each mode over all rounds so far.
 

@@ -138,9 +138,10 @@ def render(results: dict[str, Any]) -> str:
         f"`{st['sink']}` sink; one fresh session per (system, partitions). hfspark engine: "
         f"{', '.join(f'{k}={v}' for k, v in st['engine'].items())}, max_length={st['max_length']}, "
         f"torch threads = task cpus (1). Timed jobs per configuration: {st['reps']} (best). "
-        "Compute ceiling: one round of every mode right before each timed hfspark job (same "
-        "machine state, same number of tries); a row's 'x ceiling' divides by the best ceiling "
-        "mode timed beside the jobs at its partition count. "
+        f"Compute ceiling: {st['reps']} rounds of every mode per partition count, half right "
+        "before and half right after the hfspark jobs (same machine state, same number of "
+        "tries); a row's 'x ceiling' divides by the best ceiling mode timed beside the hfspark "
+        "jobs at its partition count. "
         "'rows per worker CPU-s' counts the Python workers' CPU only (robust to a shared "
         "machine; wall-clock rates are not).",
         "",

@@ -9,8 +9,8 @@ Environment knobs:
     HFSPARK_BENCH_ROWS    rows per table (default 2000)
     HFSPARK_BENCH_QUICK   1: ~200 rows, one repetition, no scaling series (smoke tests)
     HFSPARK_BENCH_REPS    timed jobs per configuration, best one reported (default 2); the
-                          ceiling runs one round of its modes right before each timed
-                          hfspark job (so N rounds per partition count)
+                          ceiling runs N rounds of its modes per partition count, half right
+                          before the hfspark jobs and half right after
     HFSPARK_BENCH_CORES   Spark cores = ceiling processes (default 2)
     HFSPARK_BENCH_TASKS   comma list: classification,embeddings,speech (default all)
     HFSPARK_BENCH_SYSTEMS comma list of Spark systems (default all: hfspark, hfspark bf16,
@@ -40,7 +40,6 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
-from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -163,28 +162,32 @@ def run_text_task(key: str, s: Settings, texts: list[str], results: dict[str, An
     rounds: dict[int, int] = {}
     with CeilingPool(model.folder, task, texts, cores=s.cores, max_length=MAX_LENGTH) as pool:
 
-        def ceiling_round(parts: int) -> None:  # beside the hfspark jobs: same machine state
-            rounds[parts] = rounds.get(parts, 0) + 1
-            _say(f"{task}: compute ceiling round {rounds[parts]} beside {parts} partitions")
-            for res in pool.round(CEILING_MODES).values():
-                res.partitions = parts
-                keep_best(blocks.setdefault(parts, {}), res)
+        def ceiling_rounds(parts: int, n: int) -> None:
+            for _ in range(n):
+                rounds[parts] = rounds.get(parts, 0) + 1
+                _say(f"{task}: compute ceiling round {rounds[parts]} beside {parts} partitions")
+                for res in pool.round(CEILING_MODES).values():
+                    res.partitions = parts
+                    keep_best(blocks.setdefault(parts, {}), res)
 
         for parts in partitions:
             for system in systems:
+                # The ceiling's rounds sit right before and right after the hfspark jobs (same
+                # machine state); not between them: Spark kills Python workers idle for 60 s.
+                beside = system.name == "hfspark"
+                ceiling_rounds(parts, (s.reps + 1) // 2 if beside else 0)
                 _say(f"{task}: {system.name} at {parts} partitions")
-                hook = partial(ceiling_round, parts) if system.name == "hfspark" else None
                 try:
                     res = run_spark_system(system, model, data, task=task, rows=len(texts),
                                            tokens=total, partitions=parts, reps=s.reps,
-                                           cores=s.cores, before_timed=hook)
+                                           cores=s.cores)
                     results["spark"].append(res)
                 except Exception as e:  # noqa: BLE001 - a failing baseline is a result, not a crash
                     log.exception("bench: %s failed", system.name)
                     results["failures"].append(f"{task} / {system.name} / {parts} partitions: "
                                                f"{error_line(e)}")
-            while rounds.get(parts, 0) < s.reps:  # hfspark not run: the ceiling on its own
-                ceiling_round(parts)
+                ceiling_rounds(parts, s.reps // 2 if beside else 0)
+            ceiling_rounds(parts, s.reps - rounds.get(parts, 0))  # hfspark not run: on its own
     results["ceiling"][task] = [c for block in blocks.values() for c in block.values()]
     _say(f"{task}: int8 / bf16 outputs and speed")
     results["quant"].extend(run_quant(model.folder, task, texts[: min(len(texts), 400)],

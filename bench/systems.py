@@ -26,7 +26,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -311,13 +310,8 @@ def _job(df: Any, column: Any, keep: bool = False) -> tuple[float, list[Any] | N
 
 def run_spark_system(system: SparkSystem, model: BenchModel, data: Path, *, task: str,
                      rows: int, tokens: int, partitions: int, reps: int,
-                     cores: int, keep: bool = False,
-                     before_timed: Callable[[], object] | None = None) -> JobResult:
-    """Measure one system at one partition count on a fresh local session.
-
-    ``before_timed`` runs right before each timed job (``make bench`` times a ceiling round
-    there, so the two are compared on the same machine state).
-    """
+                     cores: int, keep: bool = False) -> JobResult:
+    """Measure one system at one partition count on a fresh local session."""
     stats_dir = Path(tempfile.mkdtemp(prefix="hfspark-bench-stats-"))
     spark = _session(cores, stats_dir)
     try:
@@ -331,8 +325,6 @@ def run_spark_system(system: SparkSystem, model: BenchModel, data: Path, *, task
             after_cold = counter.value()
             times, timed_loads, cpus = [], [], []
             for _ in range(max(1, reps)):
-                if before_timed is not None:
-                    before_timed()
                 before = counter.value()
                 snap = memory.cpu_snapshot()
                 seconds, kept = _job(full, column, keep)
