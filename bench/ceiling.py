@@ -8,8 +8,8 @@ is not counted. A :class:`CeilingPool` keeps the processes (and their models) be
 so ``make bench`` can time ceiling rounds right before and after the hfspark jobs.
 
 Example:
-    >>> res = run_ceiling(folder, "text-classification", texts, cores=2, modes=("row", "sorted16"))
-    >>> res["row"].rows_per_s
+    >>> with CeilingPool(folder, "text-classification", texts, cores=2, max_length=256) as pool:
+    ...     pool.round(("row", "sorted16"))["row"].rows_per_s
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import os
 import resource
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CeilingPool", "CeilingResult", "keep_best", "load_model", "tokenize", "pad_right", "forward_all", "run_ceiling",
+__all__ = ["CeilingPool", "CeilingResult", "keep_best", "load_model", "tokenize", "pad_right", "forward_all",
            "mode_batch"]
 
 
@@ -128,7 +128,7 @@ def forward_all(model: Any, task: str, ids: list[list[int]], batch: int, keep: b
 
 def _child(folder: str, task: str, texts: list[str], max_length: int, barrier: Any,
            inbox: Any, outbox: Any) -> None:
-    """One ceiling process: load, say ready, then one timed run per ``(mode, round)`` command."""
+    """One ceiling process: load, say ready, then one timed run per mode it is sent."""
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     import torch
 
@@ -136,15 +136,14 @@ def _child(folder: str, task: str, texts: list[str], max_length: int, barrier: A
     model, tokenizer = load_model(Path(folder), task)
     forward_all(model, task, tokenize(tokenizer, texts[:4], max_length), 4)  # warm-up
     outbox.put("ready")
-    while (command := inbox.get()) is not None:
-        mode, round_no = command
+    while (mode := inbox.get()) is not None:
         barrier.wait()
         start, cpu = time.perf_counter(), time.process_time()
         ids = tokenize(tokenizer, texts, max_length)
         forward_all(model, task, ids, mode_batch(mode))
         end, cpu = time.perf_counter(), time.process_time() - cpu
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        outbox.put((mode, round_no, start, end, sum(len(i) for i in ids), rss, cpu))
+        outbox.put((start, end, sum(len(i) for i in ids), rss, cpu))
 
 
 class CeilingPool:
@@ -153,20 +152,15 @@ class CeilingPool:
     compared with (the machine's speed drifts over a run; neighbours see the same machine).
     They wait idle (no CPU) while Spark runs.
 
-    ``best`` holds the fastest run of each mode over all rounds so far.
-
     Example:
         >>> with CeilingPool(folder, "text-classification", texts, cores=2, max_length=256) as pool:
-        ...     pool.round(("row", "sorted8"))
-        ...     pool.best["sorted8"].rows_per_s
+        ...     pool.round(("row", "sorted8"))["sorted8"].rows_per_s
     """
 
     def __init__(self, folder: Path, task: str, texts: Sequence[str], *, cores: int,
                  max_length: int) -> None:
         self.folder, self.task, self.texts = folder, task, list(texts)
         self.cores, self.max_length = cores, max_length
-        self.best: dict[str, CeilingResult] = {}
-        self.rounds = 0
         self._procs: list[Any] = []
 
     def __enter__(self) -> CeilingPool:
@@ -209,14 +203,12 @@ class CeilingPool:
         out: dict[str, CeilingResult] = {}
         for mode in modes:
             for inbox in self._inboxes:
-                inbox.put((mode, self.rounds))
-            parts = [self._get()[2:] for _ in self._procs]
+                inbox.put(mode)
+            parts = [self._get() for _ in self._procs]
             seconds = max(p[1] for p in parts) - min(p[0] for p in parts)
             res = CeilingResult(mode, seconds, len(self.texts), sum(p[2] for p in parts),
                                 max(p[3] for p in parts), self.cores, sum(p[4] for p in parts))
             out[mode] = res
-            keep_best(self.best, replace(res))
-        self.rounds += 1
         return out
 
 
@@ -229,15 +221,3 @@ def keep_best(best: dict[str, CeilingResult], res: CeilingResult) -> None:
     kept.all_seconds = history
     best[res.mode] = kept
 
-
-def run_ceiling(folder: Path, task: str, texts: Sequence[str], *, cores: int, modes: Sequence[str],
-                max_length: int, reps: int = 1) -> dict[str, CeilingResult]:
-    """Time each mode with ``cores`` processes, best of ``reps`` interleaved rounds.
-
-    (``make bench`` instead keeps a :class:`CeilingPool` open and runs its rounds beside the
-    hfspark jobs.)
-    """
-    with CeilingPool(folder, task, texts, cores=cores, max_length=max_length) as pool:
-        for _ in range(max(1, reps)):
-            pool.round(modes)
-        return dict(pool.best)
