@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from hfspark.tasks._first_token import prune_last_layer
 from hfspark.tasks._text import (
     call_model,
     collate,
@@ -52,10 +53,13 @@ class FeatureExtractionOptions(TaskOptions):
         pooling: ``mean`` | ``cls`` | ``max`` (None: the model's sentence-transformers config, else mean).
         normalize: L2-normalize each vector.
         max_length: longest input in tokens (None: see the module docs).
+        prune_last_layer: with ``cls`` pooling, run the last encoder layer for the first token
+            only (BERT-family models; same vectors to float rounding). False runs it in full.
     """
 
     pooling: Pooling | None = None
     normalize: bool = True
+    prune_last_layer: bool = True
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -97,6 +101,8 @@ class FeatureExtraction(TaskAdapter):
                 "mean",
             )
         default = st_config.get("max_seq_length") or 512
+        if pooling == "cls" and self.options.prune_last_layer:
+            loaded.extras["pruned"] = prune_last_layer(loaded.model, head_reads_first_token=True)
         loaded.extras.update(
             pooling=pooling, max_length=resolve_max_length(loaded, self.options.max_length, default)
         )

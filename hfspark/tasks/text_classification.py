@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import PositiveInt
 
 from hfspark.errors import RowError
+from hfspark.tasks._first_token import prune_last_layer
 from hfspark.tasks._text import (
     call_model,
     collate,
@@ -48,10 +49,14 @@ class TextClassificationOptions(TaskOptions):
         top_k: how many labels ``scores`` holds (None: all of them).
         function_to_apply: ``default`` (as the pipeline), ``softmax``, ``sigmoid`` or ``none``.
         max_length: longest input in tokens (None: the model's limit); longer inputs are truncated.
+        prune_last_layer: run the last encoder layer for the first token only, the one the
+            classification head reads (BERT-family models; same logits to float rounding,
+            ~15 % faster on CPU). False runs the full last layer.
     """
 
     top_k: PositiveInt | None = None
     function_to_apply: Literal["default", "softmax", "sigmoid", "none"] = "default"
+    prune_last_layer: bool = True
 
 
 def default_function(config: Any) -> str:
@@ -98,6 +103,8 @@ class TextClassification(TaskAdapter):
 
     def load(self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any) -> LoadedModel:
         loaded = super().load(model_dir, components, device, dtype)
+        if self.options.prune_last_layer:
+            loaded.extras["pruned"] = prune_last_layer(loaded.model)
         fn = self.options.function_to_apply
         loaded.extras["function"] = default_function(loaded.model.config) if fn == "default" else fn
         loaded.extras["labels"] = labels_of(loaded)

@@ -32,6 +32,7 @@ import numpy as np
 from pydantic import PositiveInt, field_validator
 
 from hfspark.errors import ModelValidationError, RowError
+from hfspark.tasks._first_token import prune_last_layer
 from hfspark.tasks._text import (
     call_model,
     collate,
@@ -57,12 +58,15 @@ class ZeroShotOptions(TaskOptions):
         multi_label: score each label on its own (entailment vs contradiction).
         max_candidate_labels: a row with more labels is a RowError.
         max_length: longest pair in tokens (None: the model's limit).
+        prune_last_layer: run the last encoder layer for the first token only (see
+            ``text-classification``); False runs the full last layer.
     """
 
     candidate_labels: tuple[str, ...] | None = None
     hypothesis_template: str = "This example is {}."
     multi_label: bool = False
     max_candidate_labels: PositiveInt = 1000
+    prune_last_layer: bool = True
 
     @field_validator("candidate_labels", mode="before")
     @classmethod
@@ -109,6 +113,8 @@ class ZeroShotClassification(TaskAdapter):
 
     def load(self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any) -> LoadedModel:
         loaded = super().load(model_dir, components, device, dtype)
+        if self.options.prune_last_layer:
+            loaded.extras["pruned"] = prune_last_layer(loaded.model)
         label2id = dict(loaded.model.config.label2id or {})
         entail = next((int(i) for lab, i in label2id.items() if str(lab).lower().startswith("entail")), None)
         if entail is None:
