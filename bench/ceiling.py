@@ -55,8 +55,10 @@ def mode_batch(mode: str) -> int:
     return 1 if mode == "row" else int(mode.removeprefix("sorted"))
 
 
-def load_model(folder: Path, task: str, *, quantize: str | None = None, dtype: str | None = None) -> tuple[Any, Any]:
-    """(model, tokenizer) in eval mode; optional dynamic int8 (Linear) or a torch dtype."""
+def load_model(folder: Path, task: str, *, quantize: str | None = None, dtype: str | None = None,
+               prune: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer) in eval mode; optional dynamic int8 (Linear), a torch dtype, or
+    hfspark's last-layer pruning (the ceiling itself runs the plain model)."""
     import torch
     import transformers
 
@@ -64,6 +66,11 @@ def load_model(folder: Path, task: str, *, quantize: str | None = None, dtype: s
     auto = (transformers.AutoModelForSequenceClassification if task == "text-classification"
             else transformers.AutoModel)
     model = auto.from_pretrained(str(folder)).eval()
+    if prune:
+        from hfspark.tasks._first_token import prune_last_layer
+
+        if not prune_last_layer(model):
+            raise RuntimeError(f"last-layer pruning does not apply to {type(model).__name__}")
     if quantize == "int8":
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     if dtype:

@@ -1,4 +1,5 @@
-"""Opt-in faster CPU paths: dynamic int8 quantization and bfloat16, speed and output change.
+"""Faster CPU paths, speed and output change: hfspark's last-layer pruning (on by default for
+classifiers, see hfspark/tasks/_first_token.py) and the opt-in int8 dynamic quantization and bfloat16.
 
 One process, one torch thread, the same token ids for every variant, length-sorted batches
 as hfspark runs them (``ENGINE`` settings). Speed is relative to float32 measured in the same
@@ -19,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.ceiling import forward_all, load_model, tokenize
 from bench.models import MAX_LENGTH
@@ -27,8 +29,9 @@ from bench.systems import ENGINE
 __all__ = ["QuantResult", "VARIANTS", "run_quant"]
 
 #: variant name -> load_model keyword arguments.
-VARIANTS: dict[str, dict[str, str]] = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "fp32": {},
+    "fp32 pruned last layer (default)": {"prune": True},
     "int8 dynamic": {"quantize": "int8"},
     "bf16": {"dtype": "bfloat16"},
 }
@@ -69,7 +72,8 @@ def run_quant(folder: Path, task: str, texts: Sequence[str], *, reps: int = 2,
 
     torch.set_num_threads(1)
     batch = batch or int(ENGINE["batch_size"])
-    models = {name: load_model(folder, task, **kw) for name, kw in VARIANTS.items()}
+    models = {name: load_model(folder, task, **kw) for name, kw in VARIANTS.items()
+              if not kw.get("prune") or task == "text-classification"}  # pruning: classifiers only
     ids = tokenize(models["fp32"][1], texts, MAX_LENGTH)
     for model, _ in models.values():  # warm-up: first calls allocate and pick kernels
         forward_all(model, task, ids[:batch], batch)

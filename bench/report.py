@@ -162,7 +162,7 @@ def render(results: dict[str, Any]) -> str:
                                 for row in sp])]
     if results["quant"]:
         q = results["quant"]
-        parts += ["", "## Opt-in CPU paths (one process, one thread, engine batching)", "",
+        parts += ["", "## CPU paths: hfspark's default pruning and the opt-in ones (one process, one thread, engine batching)", "",
                   _table(["task", "variant", "rows/s", "speed-up", "max |score diff|",
                           "label agreement", "cosine mean", "cosine min"],
                          [[r.task, r.variant, _fmt(r.rows_per_s), _fmt(r.speedup, 2) + "x",

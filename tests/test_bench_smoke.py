@@ -63,7 +63,10 @@ def test_bench_quick_classification(tmp_path: Path) -> None:
     hf = [r for r in data["spark"] if r["system"] == "hfspark"]
     assert all(r["rows"] == 60 and r["rows_per_s"] > 0 and r["workers"] >= 1 for r in hf)
     assert all(r["loads_total"] is not None and r["loads_total"] >= 1 for r in hf)
-    assert {q["variant"] for q in data["quant"]} == {"fp32", "int8 dynamic", "bf16"}
+    assert {q["variant"] for q in data["quant"]} == {
+        "fp32", "fp32 pruned last layer (default)", "int8 dynamic", "bf16"}
+    pruned = next(q for q in data["quant"] if q["variant"].startswith("fp32 pruned"))
+    assert pruned["label_agreement"] == 1.0 and pruned["max_abs_score_diff"] < 1e-5
     ceiling = data["ceiling"]["text-classification"]  # one round beside each timed hfspark job
     assert {(c["mode"], c["partitions"]) for c in ceiling} == {
         (m, p) for m in ("row", "sorted8", "sorted16") for p in (2, 32)}
