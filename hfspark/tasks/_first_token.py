@@ -75,13 +75,11 @@ class FirstTokenLayer(nn.Module):
 
 
 def _kernel(attn: nn.Module) -> Any:
-    """The attention function the model itself would call (sdpa, or the module's eager one)."""
+    """The attention function the model itself calls: its registry's choice, eager by default."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    impl = attn.config._attn_implementation
-    if impl == "eager":
-        return sys.modules[type(attn).__module__].eager_attention_forward
-    return ALL_ATTENTION_FUNCTIONS[impl]
+    eager = sys.modules[type(attn).__module__].eager_attention_forward
+    return ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, eager)
 
 
 def _bert_layout(layer: nn.Module) -> bool:
@@ -96,8 +94,7 @@ def _bert_layout(layer: nn.Module) -> bool:
         and hasattr(attention, "output")
         and hasattr(layer, "feed_forward_chunk")
         and not hasattr(layer, "crossattention")
-        and (attn.config._attn_implementation != "eager"
-             or hasattr(sys.modules[type(attn).__module__], "eager_attention_forward"))
+        and hasattr(sys.modules[type(attn).__module__], "eager_attention_forward")
     )
 
 
