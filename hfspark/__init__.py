@@ -7,8 +7,8 @@ Example:
 """
 
 from hfspark.errors import HfSparkError
-from hfspark.flavor import ModelInfo, load_model, read_info, save_model
-from hfspark.session import local_spark
+from hfspark.flavor import ModelInfo, load_model, log_model, read_info, save_model
+from hfspark.session import local_spark, with_hfspark
 from hfspark.udfs import ModelUDF, model_udf, register
 
 __version__ = "0.1.0"
@@ -19,8 +19,10 @@ __all__ = [
     "ModelUDF",
     "load_model",
     "local_spark",
+    "log_model",
     "model_udf",
     "read_info",
     "register",
     "save_model",
+    "with_hfspark",
 ]

@@ -5,6 +5,8 @@ Usage::
     hfspark run conf/embeddings.yaml [--set run.chunk_rows=500 ...]   # embedded local Spark + Delta
     hfspark validate conf/embeddings.yaml                            # conf, input schema, models
     hfspark inspect /models/minilm                                   # a saved model's metadata
+    hfspark save ./checkpoint /models/sst2 --task text-classification  # see hfspark.cli_mlflow
+    hfspark log ./checkpoint --registered-model-name sst2 --alias champion  # into MLflow
 
 Exit codes: 0 done, 1 the job failed, 2 invalid configuration or arguments,
 3 the error budget was exceeded. Failures print one line: ``hfspark: error: <reason>``.
@@ -58,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     from hfspark.sql import add_sql_command
 
     add_sql_command(sub)
+    from hfspark.cli_mlflow import add_commands as add_mlflow_commands  # save, log
+
+    add_mlflow_commands(sub)
     return parser
 
 
@@ -87,6 +92,10 @@ def main(argv: Sequence[str] | None = None, *, embedded: bool = True) -> int:
             return _run(args, embedded)
         if args.command == "validate":
             return _validate(args, embedded)
+        if args.command in ("save", "log"):
+            from hfspark.cli_mlflow import run_command
+
+            return run_command(args)
         if args.command == "sql":
             from hfspark.sql import sql_command
 

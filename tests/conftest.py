@@ -46,3 +46,38 @@ def spark() -> Iterator:
                           conf={"spark.sql.shuffle.partitions": "2"})
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """One real ``mlflow server`` (sqlite + local artifact root) on loopback for the session."""
+    pytest.importorskip("mlflow")
+    from tests.servers import MlflowServer
+
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def mlflow_tracking(mlflow_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """This module's client points at ``mlflow_server`` (env + mlflow), with its own model cache.
+
+    Set before the module's Spark starts, so local Python workers inherit both variables.
+    """
+    import mlflow
+
+    keys = ("MLFLOW_TRACKING_URI", "HFSPARK_CACHE_DIR", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    saved = {k: os.environ.get(k) for k in keys}
+    cache = tmp_path_factory.mktemp("hfspark-cache")
+    os.environ.update({"MLFLOW_TRACKING_URI": mlflow_server.url, "HFSPARK_CACHE_DIR": str(cache),
+                       "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+    mlflow.set_tracking_uri(mlflow_server.url)
+    yield {"url": mlflow_server.url, "cache": cache,
+           "spark_conf": {f"spark.executorEnv.{k}": os.environ[k] for k in keys}}
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"] or None)
