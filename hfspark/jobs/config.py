@@ -27,6 +27,7 @@ __all__ = [
     "StepOptions",
     "ModelStep",
     "OutputSection",
+    "MlflowSection",
     "RunSection",
     "JobConfig",
     "PROVENANCE_COLUMNS",
@@ -173,12 +174,29 @@ class OutputSection(_Section):
         return self.format in ("delta", "table")
 
 
+class MlflowSection(_Section):
+    """``run.mlflow:`` log the job as an MLflow run (off unless this section is present).
+
+    ``experiment`` is created when missing; ``tracking_uri`` defaults to ``$MLFLOW_TRACKING_URI``.
+    Metrics are logged every ``log_every_s`` seconds while the job runs and at the end; the report
+    files are logged as artifacts. A tracking server that cannot be reached never fails the job.
+    """
+
+    experiment: str = "hfspark-jobs"
+    tracking_uri: str | None = None
+    run_name: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    log_every_s: float = Field(default=10.0, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0)
+
+
 class RunSection(_Section):
     """``run:`` resume, chunking, error budget, report and progress settings.
 
     ``partitions`` is how many Spark partitions (parallel tasks) each chunk is split into
     (default: Spark's default parallelism, i.e. every core). ``report_path`` is the folder of
-    run reports (``null``: none); ``models_dir`` where ``pypi://`` models are saved.
+    run reports (``null``: none); ``models_dir`` where ``pypi://`` models are saved;
+    ``mlflow`` logs the job as an MLflow run (see :class:`MlflowSection`).
     """
 
     resume: bool | None = None
@@ -191,6 +209,7 @@ class RunSection(_Section):
     verify: bool = True
     progress: Literal["auto", "bar", "log", "off"] = "auto"
     log_every_s: float = Field(default=10.0, gt=0)
+    mlflow: MlflowSection | None = None
 
     @field_validator("progress", mode="before")
     @classmethod

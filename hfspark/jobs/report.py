@@ -68,6 +68,7 @@ class RunReport:
     versions: dict[str, str] = field(default_factory=dict)
     conf: dict[str, Any] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
+    tracking: dict[str, Any] = field(default_factory=dict)  # the MLflow run (run.mlflow)
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data."""
@@ -93,6 +94,9 @@ class RunReport:
             f"- model loads per executor: {self.model_loads or 'n/a'}",
             "- versions: " + ", ".join(f"{k} {v}" for k, v in self.versions.items()),
         ]
+        if self.tracking:
+            lines.append(f"- MLflow run: {self.tracking.get('mlflow_run_id')}"
+                         + (f" ({self.tracking['url']})" if self.tracking.get("url") else ""))
         if self.verification is not None:
             lines.append(f"- check: {self.verification['missing']} input ids missing, "
                          f"{self.verification['duplicates']} written twice")

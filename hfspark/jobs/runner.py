@@ -47,6 +47,7 @@ from hfspark.jobs.storage import (
     read_output,
     write_frame,
 )
+from hfspark.jobs.tracking import JobTracker
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -177,6 +178,7 @@ def run_job(
     report = RunReport(run_id=new_run_id(), job=source, conf=redactor.data(dumped),
                        started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     state = _Run(job=job, spark=spark, report=report, redactor=redactor)
+    tracker = JobTracker.start(job, report, redactor)  # run.mlflow: the job as an MLflow run
     progress: Progress | None = None
     try:
         state.spark = spark or job_session(job, embedded)
@@ -200,6 +202,8 @@ def run_job(
         if progress is not None:
             progress.close()
         _close(state)
+        if tracker is not None:
+            tracker.finish(report)  # after the report files are written
     if report.status != "succeeded" and raise_on_error:
         raise JobFailed(report.reason or report.status, report)
     return report
