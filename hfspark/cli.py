@@ -29,7 +29,8 @@ from typing import Any
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_CONFIG", "EXIT_BUDGET"]
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUDGET = 0, 1, 2, 3
+from hfspark.errors import EXIT_BUDGET, EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+
 log = logging.getLogger("hfspark.jobs")
 
 
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--json", action="store_true", help="print the summary as JSON")
     ins = sub.add_parser("inspect", help="show a saved model's task, schemas, size, hash and versions")
     ins.add_argument("uri", help="model URI (folder, file://, s3://, models:/, pypi://PACKAGE)")
-    ins.add_argument("--task", help="task, for a plain transformers folder")
+    ins.add_argument("--task", help="task, for a plain transformers folder or a pypi:// package")
     ins.add_argument("--json", action="store_true", help="print as JSON")
     from hfspark.sql import add_sql_command
 
@@ -79,13 +80,7 @@ def main(argv: Sequence[str] | None = None, *, embedded: bool = True) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("py4j", "urllib3", "matplotlib", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from hfspark.errors import (
-        ConfigError,
-        HfSparkError,
-        InputSchemaError,
-        ModelValidationError,
-        UnknownTaskError,
-    )
+    from hfspark.errors import HfSparkError, exit_code
 
     try:
         if args.command == "run":
@@ -101,18 +96,15 @@ def main(argv: Sequence[str] | None = None, *, embedded: bool = True) -> int:
 
             return sql_command(args, embedded)
         return _inspect(args)
-    except (ConfigError, InputSchemaError, UnknownTaskError, ModelValidationError) as e:
-        _fail(str(e))
-        return EXIT_CONFIG
-    except HfSparkError as e:
-        _fail(str(e))
-        return EXIT_FAILED
+    except KeyboardInterrupt as e:
+        _fail("interrupted")
+        return exit_code(e)
     except Exception as e:  # noqa: BLE001 - one line for the user, the traceback with -v
         log.debug("failed", exc_info=True)
         from hfspark.jobs.runner import one_line
 
-        _fail(one_line(e))
-        return EXIT_FAILED
+        _fail(str(e) if isinstance(e, HfSparkError) else one_line(e))
+        return exit_code(e)
 
 
 def _fail(reason: str) -> None:
@@ -144,7 +136,7 @@ def _run(args: argparse.Namespace, embedded: bool) -> int:
         _fail(report.reason or report.status)
         if report.paths:
             print(f"report: {report.paths.get('markdown')}", file=sys.stderr)
-        return EXIT_BUDGET if report.status == "error_budget_exceeded" else EXIT_FAILED
+        return report.exit_code or EXIT_FAILED
     _print_result(spark, job, report)
     return EXIT_OK
 
@@ -201,7 +193,7 @@ def inspect_model(uri: str, task: str | None = None) -> dict[str, Any]:
         'feature-extraction'
     """
     from hfspark.flavor import read_info
-    from hfspark.jobs.models import resolve_uri
+    from hfspark.flavor.pypi import resolve_uri
     from hfspark.tasks import get_task
 
     info = read_info(resolve_uri(uri, task), task=task)
@@ -220,11 +212,31 @@ def inspect_model(uri: str, task: str | None = None) -> dict[str, Any]:
         "inference_config": dict(info.inference_config),
         "components": {k: str(v) for k, v in info.components.items()},
         "torch_dtype": info.torch_dtype,
+        **_model_limits(Path(info.model_dir), info.components),
         "size_bytes": sum(p.stat().st_size for p in files),
         "files": len(files),
         "content_hash": info.content_hash,
         "versions": found_versions,
     }
+
+
+def _model_limits(model_dir: Path, components: Any) -> dict[str, Any]:
+    """The model's labels (``id2label``) and the most input tokens it takes, from its files."""
+    def read(path: Path) -> dict[str, Any]:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    config = read(model_dir / "config.json")
+    id2label = config.get("id2label") or {}
+    labels = [str(v) for _, v in sorted(id2label.items(), key=lambda kv: int(kv[0]))]
+    tok_dir = Path(components.get("tokenizer", model_dir)) if components else model_dir
+    limits = [read(tok_dir / "tokenizer_config.json").get("model_max_length"),
+              config.get("max_position_embeddings"), config.get("n_positions")]
+    usable = [int(v) for v in limits if isinstance(v, (int, float)) and 0 < v < 1_000_000]
+    return {"labels": labels, "max_input_tokens": usable[0] if usable else None}
 
 
 def _find_versions(meta: Any) -> dict[str, str]:
@@ -266,6 +278,11 @@ def _inspect(args: argparse.Namespace) -> int:
     print(f"task:    {data['task']}")
     print("input:   " + ", ".join(f"{k} ({' | '.join(v)})" for k, v in data["input"].items()))
     print(f"output:  {data['output']}")
+    if data["labels"]:
+        shown = ", ".join(data["labels"][:20]) + (" ..." if len(data["labels"]) > 20 else "")
+        print(f"labels:  {shown} ({len(data['labels'])})")
+    if data["max_input_tokens"]:
+        print(f"max input: {data['max_input_tokens']} tokens")
     print(f"size:    {size / 1e6:.1f} MB in {data['files']} files")
     print(f"hash:    {data['content_hash']}")
     if data["torch_dtype"]:

@@ -27,11 +27,32 @@ __all__ = [
     "ModelStoreError",
     "ErrorBudgetExceeded",
     "MissingDependencyError",
+    "ModelNotFoundError",
+    "JobInterrupted",
+    "EXIT_OK",
+    "EXIT_FAILED",
+    "EXIT_CONFIG",
+    "EXIT_BUDGET",
+    "exit_code",
 ]
+
+#: process exit codes of the ``hfspark`` command and the spark-submit entry points.
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUDGET = 0, 1, 2, 3
 
 
 class HfSparkError(Exception):
     """Base class of every error hfspark raises on purpose."""
+
+    def add_context(self, where: str) -> None:
+        """Prefix the message with where it happened (``models[0] (embed): ...``), in place.
+
+        Example:
+            >>> e = ConfigError("unknown key 'x'")
+            >>> e.add_context("models[0] (embed)")
+            >>> str(e)
+            "models[0] (embed): unknown key 'x'"
+        """
+        self.args = (f"{where}: {self}", *self.args[1:])
 
 
 class ConfigError(HfSparkError, ValueError):
@@ -66,9 +87,49 @@ class ModelStoreError(HfSparkError, OSError):
     """The model store cannot be read (after retries)."""
 
 
+class ModelNotFoundError(ModelStoreError, ModelValidationError):
+    """No model at the given path or URI (a configuration error: exit code 2)."""
+
+
 class ErrorBudgetExceeded(HfSparkError, RuntimeError):
     """A job saw more row errors than its error budget allows."""
 
 
 class MissingDependencyError(HfSparkError, ImportError):
     """An optional package is needed (e.g. mlflow for models:/ URIs)."""
+
+
+class JobInterrupted(HfSparkError, RuntimeError):
+    """A job was stopped by a signal (Ctrl-C or SIGTERM); ``signum`` says which."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+#: errors a user fixes in the configuration, the input or the model: exit code 2.
+_CONFIG_ERRORS = (ConfigError, InputSchemaError, UnknownTaskError, ModelValidationError,
+                  MissingDependencyError)
+
+
+def exit_code(exc: BaseException | None) -> int:
+    """The documented exit code for a failure (0 when ``exc`` is None).
+
+    2: configuration, input or model errors; 3: error budget exceeded; 128 + N: stopped by
+    signal N (130 Ctrl-C, 143 SIGTERM); 1: anything else.
+
+    Example:
+        >>> exit_code(ConfigError("unknown key"))
+        2
+    """
+    if exc is None:
+        return EXIT_OK
+    if isinstance(exc, JobInterrupted):
+        return 128 + exc.signum
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    if isinstance(exc, ErrorBudgetExceeded):
+        return EXIT_BUDGET
+    if isinstance(exc, _CONFIG_ERRORS):
+        return EXIT_CONFIG
+    return EXIT_FAILED

@@ -1,14 +1,19 @@
-"""The local SparkSession the whole project uses (embedded Spark with Delta Lake).
+"""SparkSessions for hfspark: the embedded one, or your own builder with hfspark's settings.
 
 Example:
-    >>> from hfspark.session import local_spark
+    >>> from hfspark.session import local_spark, with_hfspark
     >>> spark = local_spark()                       # local[*], Delta, venv Python workers
     >>> spark.range(3).write.format("delta").save("/tmp/t")
+    >>> from pyspark.sql import SparkSession       # or your own builder:
+    >>> spark = with_hfspark(SparkSession.builder.master("local[2]")).getOrCreate()
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -16,7 +21,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["DEFAULT_CONF", "spark_conf", "local_spark", "worker_env"]
+__all__ = ["DEFAULT_CONF", "spark_conf", "local_spark", "worker_env", "with_hfspark",
+           "ensure_worker_python"]
+
+log = logging.getLogger("hfspark.session")
+_DELTA_SQL = ("spark.sql.extensions", "spark.sql.catalog.spark_catalog")
+_IMPORTS_HFSPARK: dict[str, bool] = {}
 
 DEFAULT_CONF: dict[str, str] = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -84,3 +94,74 @@ def local_spark(
     for key, value in spark_conf(conf).items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def with_hfspark(builder: Any, *, delta: bool = True) -> Any:
+    """Add Delta Lake and hfspark's worker settings to your own ``SparkSession.Builder``.
+
+    Adds the Delta jars (fetched once from Maven Central and cached), Delta's SQL extension
+    and catalog, and points the Python workers at this interpreter (``PYSPARK_PYTHON``,
+    unless you set it). Settings you put on the builder yourself win.
+
+    Example:
+        >>> from pyspark.sql import SparkSession
+        >>> spark = with_hfspark(SparkSession.builder.master("local[2]").appName("me")).getOrCreate()
+    """
+    for key, value in worker_env().items():
+        os.environ.setdefault(key, value)
+    wanted = {"spark.jars", *_DELTA_SQL} if delta else set()
+    conf = {k: v for k, v in spark_conf(with_delta=delta).items()
+            if k in wanted or k.startswith("spark.executorEnv.")}
+    options = getattr(builder, "_options", {})
+    for key, value in conf.items():
+        if key == "spark.jars" and options.get(key):  # the user's jars and Delta's
+            builder = builder.config(key, f"{options[key]},{value}")
+        elif key not in options:
+            builder = builder.config(key, value)
+    return builder
+
+
+def _same_python(exe: str) -> bool:
+    found = shutil.which(exe)
+    return found is not None and os.path.realpath(found) == os.path.realpath(sys.executable)
+
+
+def _imports_hfspark(exe: str) -> bool:
+    if exe not in _IMPORTS_HFSPARK:
+        try:
+            done = subprocess.run([exe, "-c", "import hfspark.errors, pandas, pyarrow"],
+                                  capture_output=True, timeout=120, check=False)
+            _IMPORTS_HFSPARK[exe] = done.returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            _IMPORTS_HFSPARK[exe] = False
+    return _IMPORTS_HFSPARK[exe]
+
+
+def ensure_worker_python(spark: Any) -> None:
+    """Make a local session's Python workers run a Python that can import hfspark.
+
+    PySpark starts its workers with ``PYSPARK_PYTHON`` (default ``python3`` from ``PATH``),
+    not with the driver's interpreter, so a session built from a virtualenv's Python that
+    is not activated would fail every task with ``No module named 'hfspark'``. On a local
+    master the workers run on this machine: when theirs cannot import hfspark, they are
+    switched to this interpreter (with a warning). Cluster and Spark Connect sessions are
+    left as they are (their workers' Python is set by the deployment).
+
+    Example:
+        >>> ensure_worker_python(spark)      # called by model_udf and register
+    """
+    try:
+        sc = spark.sparkContext
+        master = str(sc.master)
+    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext
+        return
+    if not master.startswith("local"):
+        return
+    exe = str(getattr(sc, "pythonExec", "") or "python3")
+    if _same_python(exe) or _imports_hfspark(exe):
+        return
+    log.warning(
+        "hfspark: this local Spark session would run its Python workers with %r, which cannot "
+        "import hfspark; using %s instead. Set PYSPARK_PYTHON (or build the session with "
+        "hfspark.with_hfspark(builder)) to choose.", exe, sys.executable)
+    sc.pythonExec = sys.executable

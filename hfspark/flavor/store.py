@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
-from hfspark.errors import ConfigError, HfSparkError, MissingDependencyError, ModelStoreError
+from hfspark.errors import (
+    ConfigError,
+    HfSparkError,
+    MissingDependencyError,
+    ModelNotFoundError,
+    ModelStoreError,
+)
 from hfspark.flavor.constants import CACHE_ENV, MLMODEL_FILE
 
 __all__ = [
@@ -125,7 +131,7 @@ def with_retries(fn: Callable[[], T], uri: str, what: str, *, attempts: int | No
             raise
         except Exception as e:
             if _not_found(e):
-                raise ModelStoreError(f"Cannot {what} {uri}: not found ({e}). "
+                raise ModelNotFoundError(f"Cannot {what} {uri}: not found ({e}). "
                                       "Check the URI.") from e
             if isinstance(e, _PERMANENT):
                 raise ModelStoreError(f"Cannot {what} {uri}: {type(e).__name__}: {e}") from e
@@ -305,7 +311,7 @@ def resolve_local(
     if local is not None:
         local = local.absolute()
         if not local.exists():
-            raise ModelStoreError(f"No model at {uri}: {local} does not exist.")
+            raise ModelNotFoundError(f"No model at {uri}: {local} does not exist.")
         return local
     requested = str(uri).rstrip("/")
     text = pin_uri(requested)  # an alias that moved gets a new cache folder

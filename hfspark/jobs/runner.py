@@ -17,8 +17,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hfspark.errors import ConfigError, ErrorBudgetExceeded, HfSparkError
+from hfspark.errors import ConfigError, ErrorBudgetExceeded, HfSparkError, JobInterrupted, exit_code
 from hfspark.jobs.config import JobConfig
+from hfspark.jobs.interrupt import StopOnSignal
 from hfspark.jobs.models import (
     Step,
     apply_steps,
@@ -45,6 +46,7 @@ from hfspark.jobs.storage import (
     output_exists,
     read_input,
     read_output,
+    require_delta,
     write_frame,
 )
 from hfspark.jobs.tracking import JobTracker
@@ -86,23 +88,47 @@ def job_session(job: JobConfig, embedded: bool = True) -> SparkSession:
 
 
 def one_line(exc: BaseException, redactor: Redactor | None = None) -> str:
-    """A one-line reason for a failure (the hfspark error inside a Spark error when there is one)."""
+    """A one-line reason for a failure: the innermost Python error inside a Spark error.
+
+    A Python worker's traceback is cut to its error line (``RowError: models[0] (pred) on
+    'text': Row 3 ...``: the step and its columns are in hfspark's own messages); a JVM
+    error to its innermost ``Caused by``.
+
+    Example:
+        >>> one_line(ValueError("bad\nmore"))
+        'ValueError: bad'
+    """
     text = str(exc).strip() or type(exc).__name__
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     picked = lines[0] if lines else text
     if not isinstance(exc, HfSparkError):
-        for ln in reversed(lines):  # Python worker tracebacks end with "pkg.Error: message"
-            if ln.startswith("hfspark.errors.") or "Error: " in ln[:80]:
-                picked = ln
-                break
+        python = _python_error(text)
+        if python is not None:
+            picked = python.removeprefix("hfspark.errors.")
         else:  # a JVM error (Py4J): its innermost cause, else the exception under "calling oN.x"
             java = [ln for ln in lines if ln.startswith("Caused by: ")] or [
                 ln.removeprefix(": ") for ln in lines[1:2] if ln.startswith(": ")]
             if java:
                 picked = java[-1]
-        picked = f"{type(exc).__name__}: {picked}" if not picked.startswith(type(exc).__name__) else picked
+            if not picked.startswith(type(exc).__name__):
+                picked = f"{type(exc).__name__}: {picked}"
+        if "No module named 'hfspark'" in picked:
+            picked += (" (the Spark workers' Python cannot import hfspark: set spark.pyspark.python"
+                       " / PYSPARK_PYTHON to a Python that has it, or ship it with --py-files)")
     picked = redactor.text(picked) if redactor else picked
     return picked if len(picked) <= 400 else picked[:397] + "..."
+
+
+def _python_error(text: str) -> str | None:
+    """The error line of the last Python traceback in ``text`` (None: there is none)."""
+    lines = text.splitlines()
+    starts = [i for i, ln in enumerate(lines) if ln.rstrip().endswith("Traceback (most recent call last):")]
+    if not starts:
+        return None
+    for ln in lines[starts[-1] + 1:]:
+        if ln.strip() and not ln[:1].isspace():
+            return ln.strip()
+    return None
 
 
 def model_load_counts(spark: SparkSession) -> dict[str, int]:
@@ -148,6 +174,7 @@ class _Run:
     written_any: bool = False
     group: str | None = None
     started: float = field(default_factory=time.monotonic)
+    stop: StopOnSignal | None = None
 
 
 def run_job(
@@ -182,6 +209,7 @@ def run_job(
     progress: Progress | None = None
     try:
         state.spark = spark or job_session(job, embedded)
+        state.stop = StopOnSignal(state.spark).__enter__()  # after Spark set its own handler
         report.versions = versions(state.spark)
         report.spark = _spark_info(state.spark)
         plan, stats = _prepare(state)
@@ -195,10 +223,18 @@ def run_job(
         report.status = "succeeded"
     except ErrorBudgetExceeded as e:
         report.status, report.reason = "error_budget_exceeded", one_line(e, redactor)
-    except Exception as e:  # noqa: BLE001 - every failure ends up in the report
-        report.status, report.reason = "failed", one_line(e, redactor)
-        log.debug("job failed: %s", redactor.text(traceback.format_exc()))
+        report.exit_code = exit_code(e)
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - every failure ends up in the report
+        if state.stop is not None and state.stop.stopped or isinstance(e, KeyboardInterrupt):
+            signum = state.stop.signum if state.stop and state.stop.signum else 2
+            _interrupted(state, JobInterrupted(str(e), signum))
+        else:
+            report.status, report.reason = "failed", one_line(e, redactor)
+            report.exit_code = exit_code(e)
+            log.debug("job failed: %s", redactor.text(traceback.format_exc()))
     finally:
+        if state.stop is not None:
+            state.stop.__exit__(None, None, None)
         if progress is not None:
             progress.close()
         _close(state)
@@ -207,6 +243,19 @@ def run_job(
     if report.status != "succeeded" and raise_on_error:
         raise JobFailed(report.reason or report.status, report)
     return report
+
+
+def _interrupted(state: _Run, exc: JobInterrupted) -> None:
+    """Mark the run interrupted by a signal, with what it got done and how to go on."""
+    report, job = state.report, state.job
+    rows = report.rows
+    then = ("rerun the same command to resume" if state.resume
+            else "rerun the same command to start again (set input.id_column to resume instead)")
+    report.status = "interrupted"
+    report.reason = (f"interrupted after {rows['written']} rows"
+                     + (f" ({rows['already_done'] + rows['written']} of {rows['input']} in the "
+                        f"output)" if job.input.id_column else "") + f"; {then}")
+    report.exit_code = exit_code(exc)
 
 
 def _spark_info(spark: Any) -> dict[str, Any]:
@@ -252,6 +301,8 @@ def _prepare(state: _Run) -> tuple[Plan, InputStats]:
     report.models = [{"name": s.config.name, "uri": s.uri, "task": s.info.task,
                       "content_hash": s.info.content_hash, "output": s.config.output_column}
                      for s in state.steps]
+    if job.input.format == "delta" or job.output.is_delta:
+        require_delta(spark)
     df = read_input(spark, job.input)
     state.input_df = df
     shaped = output_frame(apply_steps(df, state.steps), state.steps, job, report.run_id)
@@ -295,6 +346,8 @@ def _process(state: _Run, plan: Plan, progress: Progress, app_id: str) -> None:
     err_cols = error_columns(state.steps)
     tokens = token_columns(state.steps)
     for k, rows in plan.counts.items():
+        if state.stop is not None:
+            state.stop.check()
         state.group = f"hfspark-{report.run_id}-{k}"
         _set_group(state.spark, state.group, f"hfspark chunk {k}/{plan.n_chunks}")
         progress.start_chunk(rows)
@@ -409,7 +462,7 @@ def _close(state: _Run) -> None:
     if report.rows.get("tokens") and report.timings_s["infer"] > 0:
         report.tokens_per_s = round(report.rows["tokens"] / report.timings_s["infer"], 3)
     report.timings_s = {k: round(v, 3) for k, v in report.timings_s.items()}
-    if state.spark is not None and report.rows["processed"]:
+    if state.spark is not None and report.rows["processed"] and report.status != "interrupted":
         try:
             report.model_loads = model_load_counts(state.spark)
         except Exception:  # noqa: BLE001 - informative only

@@ -24,7 +24,29 @@ __all__ = [
     "write_frame",
     "describe_output",
     "check_columns",
+    "require_delta",
 ]
+
+DELTA_HINT = (
+    "Delta Lake is not available in this Spark session. Build your session with "
+    "hfspark.with_hfspark(SparkSession.builder...).getOrCreate() (adds the Delta jars and "
+    "settings), or with spark-submit add --packages io.delta:delta-spark_4.2_2.13:4.4.0 "
+    "--conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension "
+    "--conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog"
+)
+
+
+def require_delta(spark: SparkSession) -> None:
+    """Raise a ConfigError saying how to add Delta Lake when the session cannot read Delta.
+
+    Example:
+        >>> require_delta(local_spark())      # fine: local_spark() has Delta
+    """
+    try:
+        spark.read.format("delta").load("/nonexistent/hfspark-delta-probe").schema  # noqa: B018
+    except Exception as e:  # noqa: BLE001 - only the missing data source matters here
+        if "DATA_SOURCE_NOT_FOUND" in str(e) or "ClassNotFoundException" in str(e):
+            raise ConfigError(DELTA_HINT) from e
 
 _READ_DEFAULTS: dict[str, dict[str, str]] = {
     "csv": {"header": "true", "inferSchema": "true", "multiLine": "true", "escape": '"'},
@@ -204,4 +226,6 @@ def describe_output(spark: SparkSession, out: OutputSection) -> dict[str, Any]:
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
+    if "DATA_SOURCE_NOT_FOUND" in text and "delta" in text.lower():
+        return DELTA_HINT
     return text.splitlines()[0] if text else type(e).__name__

@@ -15,7 +15,13 @@ from hfspark.errors import ConfigError
 from hfspark.jobs.config import JobConfig
 from hfspark.jobs.models import apply_steps, build_steps
 from hfspark.jobs.runner import output_frame
-from hfspark.jobs.storage import check_columns, output_exists, read_input, read_output
+from hfspark.jobs.storage import (
+    check_columns,
+    output_exists,
+    read_input,
+    read_output,
+    require_delta,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -32,6 +38,8 @@ def validate_job(job: JobConfig, spark: SparkSession) -> dict[str, Any]:
     Raises:
         ConfigError / InputSchemaError / ModelValidationError: what does not fit, and why.
     """
+    if job.input.format == "delta" or job.output.is_delta:
+        require_delta(spark)
     df = read_input(spark, job.input)
     steps = build_steps(job)
     shaped = output_frame(apply_steps(df, steps), steps, job, "validate")

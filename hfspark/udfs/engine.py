@@ -25,7 +25,7 @@ from hfspark.udfs.batching import plan_batches
 from hfspark.udfs.executor import Runtime
 from hfspark.udfs.options import UdfOptions
 
-__all__ = ["rows_from_columns", "predict_rows", "predict_frame", "to_output"]
+__all__ = ["check_value_types", "rows_from_columns", "predict_rows", "predict_frame", "to_output"]
 
 log = logging.getLogger("hfspark.engine")
 
@@ -53,6 +53,59 @@ def rows_from_columns(columns: Sequence[pd.Series | pd.DataFrame], fields: Seque
         values = [_none_if_na(v) for v in rec]
         rows.append(None if values[0] is None else dict(zip(names, values, strict=True)))
     return rows
+
+
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "binary": (bytes, bytearray, memoryview),
+    "struct": (dict,),
+}
+
+
+def check_value_types(task: str, columns: Sequence[pd.Series | pd.DataFrame]) -> None:
+    """Refuse a batch whose columns do not hold the task's input types, before any model load.
+
+    The driver checks types whenever it knows the DataFrame (``transform``, ``check_input``,
+    jobs); a UDF applied to a column of the wrong type elsewhere (e.g. ``f("id")`` or SQL)
+    fails here, on its first batch, with the same advice, instead of loading the model and
+    failing every row.
+
+    Example:
+        >>> check_value_types("feature-extraction", [pd.Series([1, 2])])
+        Traceback (most recent call last):
+        hfspark.errors.InputSchemaError: Task 'feature-extraction': input 'text' must be ...
+    """
+    from hfspark.errors import InputSchemaError
+    from hfspark.tasks import get_task
+
+    adapter = get_task(task)
+    fields = adapter.input_fields
+    accepted_first = adapter.input_types.get(fields[0], ("string",))
+    if len(columns) == 1 and isinstance(columns[0], pd.DataFrame) and "struct" not in accepted_first:
+        named = [(str(n), columns[0][n]) for n in columns[0].columns]
+    else:
+        named = list(zip(fields, columns, strict=False))
+    for name, col in named:
+        accepted = tuple(adapter.input_types.get(name, ("string",)))
+        if isinstance(col, pd.DataFrame):
+            if "struct" in accepted or name not in fields:
+                continue
+            got = "struct"
+        else:
+            value = next((v for v in col.tolist() if _none_if_na(v) is not None), None)
+            if value is None or name not in fields:
+                continue
+            checks = [_PY_TYPES.get(a) for a in accepted]
+            if any(c is None for c in checks) and not isinstance(value, (int, float)):
+                continue  # arrays and other types: the adapter's convert() checks each row
+            if any(c is not None and isinstance(value, c) for c in checks):
+                continue
+            got = f"{type(value).__name__} values ({col.dtype})"
+        raise InputSchemaError(
+            f"Task {task!r}: input {name!r} must be of Spark type {' or '.join(accepted)}, got "
+            f"{got}. Cast the column (e.g. F.col(c).cast('string')) or pick another one; "
+            f"udf.check_input(df, ...) or udf.transform(df, ...) checks this on the driver."
+        )
 
 
 def _none_if_na(value: Any) -> Any:

@@ -45,20 +45,42 @@ def output_type(adapter: Any, options: UdfOptions) -> DataType:
     )
 
 
-def _make_predict(ref: ModelRef):
-    """The executor function: loads the model lazily (once per Python worker) and predicts."""
+def _make_predict(ref: ModelRef, label: str):
+    """The executor function: loads the model lazily (once per Python worker) and predicts.
+
+    Errors raised on purpose carry ``label`` (which function, on which columns), and the
+    input types are checked on the first batch before any model is loaded.
+    """
 
     def predict(batches: Iterator[Any]) -> Iterator[Any]:
-        from hfspark.udfs.engine import predict_frame
+        from hfspark.errors import HfSparkError
+        from hfspark.udfs.engine import check_value_types, predict_frame
         from hfspark.udfs.executor import get_runtime, set_torch_threads
 
-        set_torch_threads()
-        runtime = get_runtime(ref)
-        for batch in batches:
-            columns = list(batch) if isinstance(batch, tuple) else [batch]
-            yield predict_frame(runtime, columns, ref.options)
+        runtime = None
+        try:
+            for batch in batches:
+                columns = list(batch) if isinstance(batch, tuple) else [batch]
+                if runtime is None:
+                    check_value_types(ref.task, columns)
+                    set_torch_threads()
+                    runtime = get_runtime(ref)
+                yield predict_frame(runtime, columns, ref.options)
+        except HfSparkError as e:
+            e.add_context(label)
+            raise
 
     return predict
+
+
+def _column_label(col: Any) -> str:
+    if isinstance(col, str):
+        return col
+    try:  # a Column's own name, e.g. make_valid_utf8(text) -> text
+        text = str(col._jc.toString()) if hasattr(col, "_jc") else str(col)
+    except Exception:  # noqa: BLE001 - Spark Connect columns print differently
+        text = str(col)
+    return text.removeprefix("Column<'").removesuffix("'>")
 
 
 class ModelUDF:
@@ -74,39 +96,52 @@ class ModelUDF:
         self.info = info
         self.adapter = adapter
         self.returnType = output_type(adapter, ref.options)
-        self._udfs: dict[int, Any] = {}
 
     def __repr__(self) -> str:
         return f"ModelUDF({self.ref.uri!r}, task={self.ref.task!r}, returnType={self.returnType.simpleString()})"
 
     @property
-    def pandas_udf(self) -> Any:
-        """The underlying pandas UDF (takes any number of columns)."""
-        return self._pandas_udf(2)
+    def name(self) -> str:
+        """The function's default name: the task with underscores (``text_classification``)."""
+        return self.ref.task.replace("-", "_")
 
-    def _pandas_udf(self, arity: int) -> Any:
+    @property
+    def pandas_udf(self) -> Any:
+        """The underlying pandas UDF (takes any number of columns), e.g. for SQL registration."""
+        return self._pandas_udf(2, self.name)
+
+    def sql_function(self, name: str) -> Any:
+        """The pandas UDF to register as SQL function ``name`` (errors name the function)."""
+        return self._pandas_udf(2, f"SQL function {name!r}")
+
+    def _pandas_udf(self, arity: int, label: str) -> Any:
         from pyspark.sql.functions import pandas_udf
 
-        kind = 1 if arity == 1 else 2
-        if kind not in self._udfs:
-            fn = _make_predict(self.ref)
-            if kind == 1:
-                def one(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
-                    return fn(batches)
-                self._udfs[kind] = pandas_udf(one, returnType=self.returnType)  # type: ignore[call-overload]
-            else:
-                def many(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.Series]:
-                    return fn(batches)
-                self._udfs[kind] = pandas_udf(many, returnType=self.returnType)  # type: ignore[call-overload]
-        return self._udfs[kind]
+        fn = _make_predict(self.ref, label)
+        if arity == 1:
+            def one(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+                return fn(batches)
+            wrapped: Any = one
+        else:
+            def many(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.Series]:
+                return fn(batches)
+            wrapped = many
+        wrapped.__name__ = wrapped.__qualname__ = self.name  # the result column's default name
+        return pandas_udf(wrapped, returnType=self.returnType)  # type: ignore[call-overload]
 
-    def __call__(self, *cols: str | Column) -> Column:
-        """The prediction column for these input columns (one struct column or several)."""
+    def __call__(self, *cols: str | Column, label: str | None = None) -> Column:
+        """The prediction column for these input columns (one struct column or several).
+
+        Args:
+            cols: column names or Columns.
+            label: how errors name this call (default ``task(columns)``).
+        """
         if not cols:
             raise InputSchemaError(
                 f"Pass the input column(s): {', '.join(self.adapter.input_fields)}"
             )
-        return self._pandas_udf(len(cols))(*cols)
+        label = label or f"{self.name}({', '.join(_column_label(c) for c in cols)})"
+        return self._pandas_udf(len(cols), label)(*cols)
 
     def check_input(self, df: DataFrame, *cols: str) -> None:
         """Refuse missing columns or types that do not fit the task, before any data moves."""
@@ -137,7 +172,7 @@ class ModelUDF:
             F.make_valid_utf8(F.col(c)) if isinstance(df.schema[c].dataType, StringType) else F.col(c)
             for c in cols
         ]
-        return df.withColumn(output, self(*args))
+        return df.withColumn(output, self(*args, label=f"{self.name}({', '.join(cols)})"))
 
 
 def model_udf(
@@ -189,10 +224,12 @@ def model_udf(
         >>> df.select(embed("text").alias("vector"))
     """
     from hfspark.flavor import read_info
+    from hfspark.flavor.pypi import resolve_uri
     from hfspark.flavor.store import pin_uri
     from hfspark.tasks import canonical_task, get_task
 
-    model_uri = pin_uri(str(model_uri))  # models:/name@alias -> one version for every executor
+    # pypi://package -> a saved folder; models:/name@alias -> one version for every executor
+    model_uri = pin_uri(resolve_uri(str(model_uri), task))
 
     opts = parse_options(
         **unknown,
@@ -204,11 +241,16 @@ def model_udf(
     task_name = canonical_task(task or info.task)
     adapter_cls = get_task(task_name)
     adapter = adapter_cls(task_params(info, adapter_cls, opts))
+    from pyspark.sql import SparkSession
+
+    from hfspark.session import ensure_worker_python
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        ensure_worker_python(active)  # a local session's workers must import hfspark
     shipped = None
     if needs_shipping(str(model_uri), ship):
-        from pyspark.sql import SparkSession
-
-        shipped = ship_model(SparkSession.getActiveSession(), info.root)
+        shipped = ship_model(active, info.root)
     ref = ModelRef(uri=str(model_uri), task=task_name, content_hash=_cache_key(info),
                    options=opts, shipped=shipped)
     return ModelUDF(ref, info, adapter)
@@ -235,6 +277,9 @@ def register(spark: SparkSession, name: str, model_uri: str, **options: Any) -> 
             f"{name!r} is not a valid SQL function name: use letters, digits and underscores, "
             f"starting with a letter or underscore"
         )
+    from hfspark.session import ensure_worker_python
+
+    ensure_worker_python(spark)
     udf = model_udf(model_uri, **options)
-    spark.udf.register(name, udf.pandas_udf)
+    spark.udf.register(name, udf.sql_function(name))
     return udf
