@@ -131,7 +131,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _load_source(args: argparse.Namespace) -> Any:
-    """The folder itself, or a PEFT model built from an adapter folder."""
+    """The folder (a checkpoint, or a PEFT adapter folder that save_model recognizes)."""
     from pathlib import Path
 
     folder = Path(args.folder).expanduser()
@@ -139,8 +139,4 @@ def _load_source(args: argparse.Namespace) -> Any:
         from hfspark.errors import ConfigError
 
         raise ConfigError(f"{args.folder} is not a folder: pass a local checkpoint folder.")
-    if (folder / "adapter_config.json").is_file():
-        from hfspark.flavor.peft import load_adapter_folder
-
-        return load_adapter_folder(folder, base_model=args.base_model, task=args.task)
     return str(folder)

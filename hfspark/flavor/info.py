@@ -136,6 +136,7 @@ def read_info(
     saved: dict[str, Any] = {}
     flavor_conf: dict[str, Any] = {}
     prompt_template = None
+    peft: dict[str, Any] | None = None
     if (root / MLMODEL_FILE).is_file():
         label = f"{root}/{MLMODEL_FILE}"
         doc = md.parse_mlmodel((root / MLMODEL_FILE).read_text(encoding="utf-8"), label)
@@ -145,11 +146,13 @@ def read_info(
         prompt_template = meta.get(PyfuncKey.PROMPT_TEMPLATE)
         if int(saved.get(HfSparkKey.FORMAT_VERSION, 1)) > HFSPARK_FORMAT_VERSION:
             raise ModelValidationError(f"{label} was written by a newer hfspark; upgrade hfspark.")
-        if flavor_conf.get(FlavorKey.PEFT):
-            raise ModelValidationError(f"{label}: PEFT adapter models are not supported; merge "
-                                       "the adapter (merge_and_unload) and save the model again.")
+        if flavor_conf.get(FlavorKey.PEFT):  # an adapter + a reference to its base model
+            from hfspark.flavor.peft import resolve_peft
+
+            peft = resolve_peft(root, flavor_conf, saved, label,
+                                task or saved.get(HfSparkKey.TASK) or flavor_conf.get(FlavorKey.TASK))
         binary = flavor_conf.get(FlavorKey.MODEL_BINARY)
-        if binary is None:
+        if peft is None and binary is None:
             if FlavorKey.MODEL_REVISION in flavor_conf:
                 raise ModelValidationError(
                     f"{label}: the weights are not in the folder (saved with "
@@ -157,7 +160,8 @@ def read_info(
                     "on it, or save it again with the weights."
                 )
             binary = "pipeline"  # MLflow < 2.4.1 layout
-        model_dir = check_inside(root, binary, "flavors.transformers.model_binary")
+        model_dir = peft["model_dir"] if peft is not None else check_inside(
+            root, binary, "flavors.transformers.model_binary")
         if HfSparkKey.MODEL_DIR in saved:
             check_inside(root, saved[HfSparkKey.MODEL_DIR], "metadata.hfspark.model_dir")
         names = list(flavor_conf.get(FlavorKey.COMPONENTS) or [])
@@ -210,9 +214,13 @@ def read_info(
     files = check_weights(model_dir, where=f"{root}/{rel}")
     recorded = saved.get(HfSparkKey.WEIGHT_FILES) or {}
     digest = saved.get(HfSparkKey.CONTENT_HASH)
-    if recorded:
+    if peft is not None:
+        from hfspark.flavor.peft import peft_digest
+
+        peft["adapter_hash"], digest = peft_digest(peft, files, digest, str(root))
+    elif recorded:
         _check_recorded(recorded, files, f"{root}/{rel}")
-    if not digest or verify:
+    if peft is None and (not digest or verify):
         actual = content_hash(files)
         if digest and actual != digest:
             raise ModelValidationError(f"{root}/{rel}: the weights changed since they were "
@@ -234,6 +242,7 @@ def read_info(
         uri=str(uri), root=root, task=final_task, model_dir=model_dir, components=components,
         content_hash=digest, inference_config=options, torch_dtype=dtype, flavor=flavor,
         metadata={"mlmodel": doc, "hfspark": section, "config": config,
+                  **({"peft": peft} if peft is not None else {}),
                   "mlflow_task": flavor_conf.get(FlavorKey.TASK) or mlflow_task_name(final_task)},
         prompt_template=prompt_template, schema=schema,
     )

@@ -24,6 +24,7 @@ from typing import Any
 from hfspark.errors import ConfigError, ModelValidationError
 from hfspark.flavor.constants import FlavorKey
 from hfspark.flavor.info import ModelInfo, read_info
+from hfspark.flavor.peft import model_dir_for
 from hfspark.flavor.sources import model_class
 from hfspark.flavor.taskinfo import architecture_suffixes, auto_model_name, required_components
 from hfspark.flavor.validate import detect_components
@@ -110,7 +111,7 @@ def _load_weights(info: ModelInfo, flavor_conf: Mapping[str, Any], device: Any,
     if device == "auto" or isinstance(device, dict):
         kwargs["device_map"] = device
     try:
-        model = cls.from_pretrained(str(info.model_dir), **kwargs)
+        model = cls.from_pretrained(str(model_dir_for(info)), **kwargs)  # PEFT: merged
     except (OSError, ValueError) as e:
         raise ModelValidationError(f"Cannot load the {info.task} model in {info.model_dir}: "
                                    f"{e}") from e

@@ -36,6 +36,7 @@ from hfspark.flavor.constants import (
     MODEL_DIR,
     PYTHON_ENV_FILE,
     REQUIREMENTS_FILE,
+    FlavorKey,
     HfSparkKey,
 )
 from hfspark.flavor.info import ModelInfo, read_info
@@ -85,6 +86,8 @@ def save_model(
     allow_pickle: bool = False,
     prompt_template: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    base_model: Any = None,
+    merge_adapter: bool = False,
 ) -> ModelInfo:
     """Save a transformers model for hfspark (and MLflow) at ``path``.
 
@@ -104,6 +107,10 @@ def save_model(
         allow_pickle: convert pickle weights (``.bin``...) of a folder to safetensors.
         prompt_template: a template with exactly one ``{prompt}`` (MLflow-compatible).
         storage_options: fsspec options for a remote ``path`` or folder.
+        base_model: for a PEFT model (a ``peft.PeftModel``, or a saved adapter folder): its base
+            model, a folder or a registered model (``models:/bert/1``); default: the adapter
+            config's base when it is a local folder. Saved as MLflow's ``peft/`` layout.
+        merge_adapter: for a PEFT model: save the merged model instead of adapter + base.
 
     Returns:
         The :class:`ModelInfo` of the saved model.
@@ -134,8 +141,11 @@ def save_model(
         raise ConfigError(f"metadata key {HfSparkKey.SECTION!r} is reserved for hfspark.")
     example = None if input_example is None else json_safe(input_example, "input_example")
 
-    source = make_source(model, allow_pickle=allow_pickle, torch_dtype=torch_dtype,
-                         storage_options=storage_options)
+    from hfspark.flavor.peft import peft_source
+
+    source = peft_source(model, base_model=base_model, merge_adapter=merge_adapter, task=task)
+    source = source or make_source(model, allow_pickle=allow_pickle, torch_dtype=torch_dtype,
+                                   storage_options=storage_options)
     requested = task or source.task_hint
     canonical = canonical_task(requested) if requested else infer_task(source.config,
                                                                       source.components)
@@ -198,14 +208,29 @@ def _write(stage: Path, source: Source, task: str, mlflow_task: str, options: di
            dtype: str | None, model_card: Any, example: Any, user_meta: dict,
            prompt_template: str | None) -> None:
     """Write weights, components, files and MLmodel (last) into the staging folder."""
-    classes = source.write(stage, required_components(task))
-    model_dir = stage / MODEL_DIR
+    from hfspark.flavor.peft import peft_version, write_peft
+
+    peft_section: dict | None = getattr(source, "peft_info", None)
+    if getattr(source, "is_peft", False):  # adapter in peft/, base weights referenced
+        classes, peft_flavor, peft_section, digest = write_peft(stage, source, task, mlflow_task,
+                                                                options, dtype)
+        model_dir = source.base.model_dir  # type: ignore[attr-defined]
+        weight_files = peft_section.pop("adapter_files")
+    else:
+        classes = source.write(stage, required_components(task))
+        model_dir = stage / MODEL_DIR
     check_architecture(task, read_json(model_dir / CONFIG_FILE), f"{MODEL_DIR}/{CONFIG_FILE}")
     files = check_weights(model_dir, where=MODEL_DIR)
-    weight_files = {f.name: {"size": f.stat().st_size, "sha256": file_sha256(f)} for f in files}
+    if not getattr(source, "is_peft", False):
+        weight_files = {f.name: {"size": f.stat().st_size, "sha256": file_sha256(f)} for f in files}
+        digest = content_hash(files)
     versions = md.versions()
+    if peft_section is not None:
+        versions["peft"] = peft_version()
     python_version = platform.python_version()
     reqs = md.requirements(versions)
+    if peft_section is not None and not peft_section.get("merged") and versions.get("peft"):
+        reqs.append(f"peft=={versions['peft']}")
     (stage / MODEL_CARD_FILE).write_text(_card_text(model_card, source, task), encoding="utf-8")
     (stage / REQUIREMENTS_FILE).write_text("\n".join(reqs) + "\n")
     (stage / PYTHON_ENV_FILE).write_text(yaml.safe_dump(md.python_env(python_version)))
@@ -220,19 +245,23 @@ def _write(stage: Path, source: Source, task: str, mlflow_task: str, options: di
         model_config = {"return_full_text": False} if (
             prompt_template is not None and task == "text-generation") else None
         pyfunc = md.build_pyfunc_flavor(python_version, model_config)
-    doc = md.build_mlmodel(
-        transformers_flavor=md.build_transformers_flavor(
+    flavor = md.build_transformers_flavor(
             task=mlflow_task, instance_type=instance_type, model_type=source.model_type,
             source_model_name=source.source_name, components=classes, torch_dtype=dtype,
-            transformers_version=versions.get("transformers"),
-        ),
+            transformers_version=versions.get("transformers"))
+    section = md.build_hfspark_section(
+        task=task, inference_config=options, schema=task_schema(task, options),
+        content_hash=digest, weight_files=weight_files, components=sorted(classes),
+        version_info=versions, input_example=INPUT_EXAMPLE_FILE if example is not None else None)
+    if peft_section is not None:
+        section["peft"] = peft_section
+    if getattr(source, "is_peft", False):
+        del flavor[FlavorKey.MODEL_BINARY], section[HfSparkKey.MODEL_DIR]
+        flavor.update(peft_flavor)
+    doc = md.build_mlmodel(
+        transformers_flavor=flavor,
         pyfunc_flavor=pyfunc,
-        hfspark_section=md.build_hfspark_section(
-            task=task, inference_config=options, schema=task_schema(task, options),
-            content_hash=content_hash(files), weight_files=weight_files,
-            components=sorted(classes), version_info=versions,
-            input_example=INPUT_EXAMPLE_FILE if example is not None else None,
-        ),
+        hfspark_section=section,
         user_metadata=user_meta,
         prompt_template=prompt_template,
         size_bytes=sum(p.stat().st_size for p in stage.rglob("*") if p.is_file()),
