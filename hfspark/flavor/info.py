@@ -147,7 +147,7 @@ def read_info(
         if int(saved.get(HfSparkKey.FORMAT_VERSION, 1)) > HFSPARK_FORMAT_VERSION:
             raise ModelValidationError(f"{label} was written by a newer hfspark; upgrade hfspark.")
         if flavor_conf.get(FlavorKey.PEFT):  # an adapter + a reference to its base model
-            from hfspark.flavor.peft import resolve_peft
+            from hfspark.flavor.peft_load import resolve_peft
 
             peft = resolve_peft(root, flavor_conf, saved, label,
                                 task or saved.get(HfSparkKey.TASK) or flavor_conf.get(FlavorKey.TASK))
@@ -215,7 +215,7 @@ def read_info(
     recorded = saved.get(HfSparkKey.WEIGHT_FILES) or {}
     digest = saved.get(HfSparkKey.CONTENT_HASH)
     if peft is not None:
-        from hfspark.flavor.peft import peft_digest
+        from hfspark.flavor.peft_load import peft_digest
 
         peft["adapter_hash"], digest = peft_digest(peft, files, digest, str(root))
     elif recorded:

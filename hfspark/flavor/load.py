@@ -24,7 +24,7 @@ from typing import Any
 from hfspark.errors import ConfigError, ModelValidationError
 from hfspark.flavor.constants import FlavorKey
 from hfspark.flavor.info import ModelInfo, read_info
-from hfspark.flavor.peft import model_dir_for
+from hfspark.flavor.peft_load import model_dir_for
 from hfspark.flavor.sources import model_class
 from hfspark.flavor.taskinfo import architecture_suffixes, auto_model_name, required_components
 from hfspark.flavor.validate import detect_components

@@ -206,7 +206,7 @@ def get_runtime(ref: ModelRef) -> Runtime:
         adapter_cls = get_task(ref.task)
         adapter = adapter_cls(task_params(info, adapter_cls, opts))
         target = opts.device_map if opts.device_map else device
-        from hfspark.flavor.peft import model_dir_for  # PEFT: base + adapter merged, cached
+        from hfspark.flavor.peft_load import model_dir_for  # PEFT: base + adapter merged, cached
 
         loaded = adapter.load(model_dir_for(info), info.components, target, dtype)
         nbytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
