@@ -150,10 +150,12 @@ def ensure_worker_python(spark: Any) -> None:
     Example:
         >>> ensure_worker_python(spark)      # called by model_udf and register
     """
+    if type(spark).__module__.startswith("pyspark.sql.connect"):
+        return  # Spark Connect: the server's deployment sets its workers' Python
     try:
         sc = spark.sparkContext
         master = str(sc.master)
-    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext
+    except Exception:  # noqa: BLE001 - no SparkContext
         return
     if not master.startswith("local"):
         return
