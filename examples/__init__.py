@@ -1,0 +1,1 @@
+"""Worked examples of hfspark (importable as ``examples.*`` from the repository root)."""
