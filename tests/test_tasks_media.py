@@ -172,9 +172,12 @@ def test_audio_input_types() -> None:
                     [StructType([StructField("samples", ArrayType(FloatType()))])]):
             with pytest.raises(InputSchemaError):
                 adapter.check_input(bad)
-    ImageClassification({}).check_input([BinaryType()])
-    with pytest.raises(InputSchemaError):
-        ImageClassification({}).check_input([StringType()])
+    for ok in ([BinaryType()], [StringType()],  # bytes, a path/URI, a binaryFile row
+               [StructType([StructField("path", StringType()), StructField("content", BinaryType())])]):
+        ImageClassification({}).check_input(ok)
+    for bad in ([IntegerType()], [StructType([StructField("bytes", BinaryType())])]):
+        with pytest.raises(InputSchemaError):
+            ImageClassification({}).check_input(bad)
 
 
 @pytest.mark.parametrize("key", ["asr-whisper", "asr-ctc"])
@@ -331,7 +334,8 @@ def test_bad_images() -> None:
         (jpeg[: len(jpeg) // 2], "corrupt or truncated"),
         (_png_header(50_000, 50_000), "limit"),
         (_png_header(12_000, 12_000), "over the limit"),
-        ("a string", "image file bytes"),
+        ("/no/such/image.png", "no image file at"),
+        (12, "file bytes, a path/URI string or a binaryFile struct"),
     ]
     for value, message in cases:
         with pytest.raises(RowError, match=message):

@@ -59,6 +59,10 @@ TASK_ARCHITECTURES: dict[str, tuple[str, ...]] = {
     "automatic-speech-recognition": ("ForConditionalGeneration", "ForCTC", "ForSpeechSeq2Seq"),
     "audio-classification": ("ForSequenceClassification", "ForAudioClassification"),
     "image-classification": ("ForImageClassification", "ForImageClassificationWithTeacher"),
+    "image-feature-extraction": (),
+    "zero-shot-image-classification": (),
+    "object-detection": ("ForObjectDetection",),
+    "image-to-text": ("VisionEncoderDecoderModel", "ForConditionalGeneration"),
 }
 
 #: Fallback of the adapters' ``components``.
@@ -67,6 +71,10 @@ TASK_COMPONENTS: dict[str, tuple[str, ...]] = {
     "automatic-speech-recognition": ("tokenizer", "feature_extractor"),
     "audio-classification": ("feature_extractor",),
     "image-classification": ("image_processor",),
+    "image-feature-extraction": ("image_processor",),
+    "zero-shot-image-classification": ("tokenizer", "image_processor"),
+    "object-detection": ("image_processor",),
+    "image-to-text": ("tokenizer", "image_processor"),
 }
 
 #: Fallback of the adapters' ``auto_model``.
@@ -84,6 +92,10 @@ TASK_AUTO_MODEL: dict[str, str] = {
     "automatic-speech-recognition": "AutoModelForSpeechSeq2Seq",
     "audio-classification": "AutoModelForAudioClassification",
     "image-classification": "AutoModelForImageClassification",
+    "image-feature-extraction": "AutoModel",
+    "zero-shot-image-classification": "AutoModelForZeroShotImageClassification",
+    "object-detection": "AutoModelForObjectDetection",
+    "image-to-text": "AutoModelForImageTextToText",
 }
 
 #: MLflow's ``instance_type`` for tasks whose pipeline class transformers 5 removed.
@@ -92,6 +104,7 @@ PIPELINE_CLASSES: dict[str, str] = {
     "text2text-generation": "Text2TextGenerationPipeline",
     "summarization": "SummarizationPipeline",
     "translation": "TranslationPipeline",
+    "image-to-text": "ImageToTextPipeline",
 }
 
 # Task inference: transformers' auto-mapping tables, tried in this order.
@@ -100,6 +113,8 @@ _INFERENCE_ORDER: tuple[tuple[str, str], ...] = (
     ("MODEL_FOR_CTC_MAPPING_NAMES", "automatic-speech-recognition"),
     ("MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES", "audio-classification"),
     ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", "image-classification"),
+    ("MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES", "object-detection"),
+    ("MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES", "zero-shot-image-classification"),
     ("MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES", "text2text-generation"),
     ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "text-generation"),
     ("MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES", "token-classification"),
@@ -208,6 +223,10 @@ def infer_task(config: Mapping[str, Any], components: set[str] | None = None) ->
                 if suffixes and archs[0].endswith(suffixes) and candidate not in SEQ2SEQ_TASKS:
                     task = candidate
                     break
+    if _is_captioner(config, archs):
+        task = "image-to-text"
+    if task == "feature-extraction" and _is_vision(config, components):
+        task = "image-feature-extraction"
     if task == "text-classification":
         labels = [str(k).lower() for k in (config.get("label2id") or {})]
         if any(label.startswith("entail") for label in labels):
@@ -219,6 +238,20 @@ def infer_task(config: Mapping[str, Any], components: set[str] | None = None) ->
             f"{', '.join(sorted(TASKS))}."
         )
     return task
+
+
+def _is_captioner(config: Mapping[str, Any], archs: list[str]) -> bool:
+    """A generative model that reads images: a VisionEncoderDecoder or BLIP-style captioner."""
+    return config.get("model_type") in ("vision-encoder-decoder", "blip") or any(
+        a in ("VisionEncoderDecoderModel", "BlipForConditionalGeneration") for a in archs
+    )
+
+
+def _is_vision(config: Mapping[str, Any], components: set[str] | None) -> bool:
+    """A base model that takes images and no text (ViT, DINOv2...): image features, not text."""
+    has_images = "vision_config" in config or "image_size" in config or "num_channels" in config
+    has_text = components is not None and ("tokenizer" in components or "processor" in components)
+    return has_images and not has_text and "text_config" not in config
 
 
 def check_inference_config(task: str, inference_config: Mapping[str, Any] | None) -> dict:

@@ -11,6 +11,10 @@ a dot product is a cosine similarity. ``max_length`` None reads sentence-transfo
 With mean pooling and normalization this is what sentence-transformers computes for
 all-MiniLM-L6-v2 and similar models.
 
+A dual encoder (CLIP, SigLIP) gives its projected *text* embedding instead (``pooling`` must
+stay unset): the same space as ``image-feature-extraction`` vectors of the same model, so a
+dot product of the two normalised vectors compares a text with an image.
+
 Example:
     >>> adapter = FeatureExtraction({"pooling": "mean"})
     >>> loaded = adapter.load(minilm_folder, {}, "cpu", None)
@@ -27,6 +31,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from hfspark.errors import ConfigError
+from hfspark.tasks._dual import fixed_text_length, is_dual_encoder, text_embeddings
 from hfspark.tasks._first_token import prune_last_layer
 from hfspark.tasks._text import (
     call_model,
@@ -90,6 +96,8 @@ class FeatureExtraction(TaskAdapter):
 
     def load(self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any) -> LoadedModel:
         loaded = super().load(model_dir, components, device, dtype)
+        if is_dual_encoder(loaded.model):
+            return self._load_text_tower(loaded)
         folders = [Path(model_dir), components.get("tokenizer")]
         st_config = read_json(folders, "sentence_bert_config.json") or {}
         pooling = self.options.pooling
@@ -108,6 +116,19 @@ class FeatureExtraction(TaskAdapter):
         )
         return loaded
 
+    def _load_text_tower(self, loaded: LoadedModel) -> LoadedModel:
+        if self.options.pooling is not None:
+            raise ConfigError(
+                f"pooling={self.options.pooling!r}: a {type(loaded.model).__name__} gives its "
+                f"projected text embedding (the space its image vectors share); leave pooling unset."
+            )
+        fixed = fixed_text_length(loaded.model)
+        loaded.extras.update(
+            pooling="projection",
+            max_length=resolve_max_length(loaded, self.options.max_length, fixed),
+        )
+        return loaded
+
     def convert(self, value: Any) -> str:
         return require_text(value)
 
@@ -115,10 +136,13 @@ class FeatureExtraction(TaskAdapter):
         return encode(loaded.tokenizer, items, max_length=loaded.extras["max_length"])
 
     def forward(self, loaded: LoadedModel, features: list[dict]) -> list[list[float]]:
-        batch = collate(loaded, features)
-        out = call_model(loaded, batch)
-        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        vectors = pool(hidden.float(), batch["attention_mask"], loaded.extras["pooling"])
+        if loaded.extras["pooling"] == "projection":
+            vectors = text_embeddings(loaded, features)
+        else:
+            batch = collate(loaded, features)
+            out = call_model(loaded, batch)
+            hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+            vectors = pool(hidden.float(), batch["attention_mask"], loaded.extras["pooling"])
         if self.options.normalize:
             vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
         return vectors.cpu().tolist()

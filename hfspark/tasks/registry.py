@@ -65,6 +65,8 @@ TASKS: dict[str, str] = {
     "automatic-speech-recognition": "hfspark.tasks.speech_recognition:SpeechRecognition",
     "audio-classification": "hfspark.tasks.audio_classification:AudioClassification",
     "image-classification": "hfspark.tasks.image_classification:ImageClassification",
+    "image-feature-extraction": "hfspark.tasks.image_feature_extraction:ImageFeatureExtraction",
+    "zero-shot-image-classification": "hfspark.tasks.zero_shot_image:ZeroShotImageClassification",
 }
 
 #: alias -> task name.
@@ -77,6 +79,7 @@ ALIASES: dict[str, str] = {
     "asr": "automatic-speech-recognition",
     "speech-recognition": "automatic-speech-recognition",
     "zero-shot": "zero-shot-classification",
+    "image-embeddings": "image-feature-extraction",
 }
 
 #: your own tasks: name -> "module:Class" (from :func:`register_task`, entry points, import paths).

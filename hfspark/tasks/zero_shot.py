@@ -46,27 +46,27 @@ from hfspark.tasks.base import ENCODER_CALL_COST, LoadedModel, TaskAdapter, Task
 if TYPE_CHECKING:
     from pyspark.sql.types import DataType
 
-__all__ = ["ZeroShotClassification", "ZeroShotOptions"]
+__all__ = [
+    "CandidateLabelOptions",
+    "ZeroShotClassification",
+    "ZeroShotOptions",
+    "labels_scores_type",
+    "row_labels",
+]
 
 
-class ZeroShotOptions(TaskOptions):
-    """Options of ``zero-shot-classification``.
+class CandidateLabelOptions(TaskOptions):
+    """Options of the zero-shot tasks (text and image): the labels and how they are phrased.
 
     Attributes:
         candidate_labels: labels for every row (a list, or one comma-separated string).
-        hypothesis_template: the hypothesis, with ``{}`` where the label goes.
-        multi_label: score each label on its own (entailment vs contradiction).
+        hypothesis_template: the text a label is put in, with ``{}`` where the label goes.
         max_candidate_labels: a row with more labels is a RowError.
-        max_length: longest pair in tokens (None: the model's limit).
-        prune_last_layer: run the last encoder layer for the first token only (see
-            ``text-classification``); False runs the full last layer.
     """
 
     candidate_labels: tuple[str, ...] | None = None
     hypothesis_template: str = "This example is {}."
-    multi_label: bool = False
     max_candidate_labels: PositiveInt = 1000
-    prune_last_layer: bool = True
 
     @field_validator("candidate_labels", mode="before")
     @classmethod
@@ -87,6 +87,63 @@ class ZeroShotOptions(TaskOptions):
         return value
 
 
+class ZeroShotOptions(CandidateLabelOptions):
+    """Options of ``zero-shot-classification`` (and those of :class:`CandidateLabelOptions`).
+
+    Attributes:
+        multi_label: score each label on its own (entailment vs contradiction).
+        max_length: longest pair in tokens (None: the model's limit).
+        prune_last_layer: run the last encoder layer for the first token only (see
+            ``text-classification``); False runs the full last layer.
+    """
+
+    multi_label: bool = False
+    prune_last_layer: bool = True
+
+
+def labels_scores_type() -> DataType:
+    """``struct<labels array<string>, scores array<double>>`` (best first)."""
+    from pyspark.sql.types import ArrayType, DoubleType, StringType, StructField, StructType
+
+    return StructType(
+        [
+            StructField("labels", ArrayType(StringType())),
+            StructField("scores", ArrayType(DoubleType())),
+        ]
+    )
+
+
+def row_labels(labels: Any, options: CandidateLabelOptions) -> tuple[str, ...]:
+    """A row's candidate labels: its own (``array<string>``), else the option's; checked.
+
+    Raises:
+        RowError: not an array, none at all, too many, or a null label.
+
+    Example:
+        >>> row_labels(None, ZeroShotOptions(candidate_labels="sports, politics"))
+        ('sports', 'politics')
+    """
+    if labels is not None and not isinstance(labels, (list, tuple, np.ndarray)):
+        raise RowError(
+            f"'candidate_labels' must be an array of strings, got {type(labels).__name__}"
+        )
+    if labels is None or len(labels) == 0:
+        labels = options.candidate_labels or ()
+    if len(labels) == 0:
+        raise RowError(
+            "no candidate labels: give them in the 'candidate_labels' option or in a "
+            "'candidate_labels' array<string> input field"
+        )
+    if len(labels) > options.max_candidate_labels:
+        raise RowError(
+            f"{len(labels)} candidate labels, more than max_candidate_labels="
+            f"{options.max_candidate_labels}: each label costs one model input"
+        )
+    if not all(isinstance(label, str) for label in labels):
+        raise RowError("candidate labels must be strings (a null label was found)")
+    return tuple(labels)
+
+
 class ZeroShotClassification(TaskAdapter):
     """Adapter of ``zero-shot-classification`` (alias ``zero-shot``)."""
 
@@ -102,14 +159,7 @@ class ZeroShotClassification(TaskAdapter):
     options: ZeroShotOptions
 
     def output_type(self) -> DataType:
-        from pyspark.sql.types import ArrayType, DoubleType, StringType, StructField, StructType
-
-        return StructType(
-            [
-                StructField("labels", ArrayType(StringType())),
-                StructField("scores", ArrayType(DoubleType())),
-            ]
-        )
+        return labels_scores_type()
 
     def load(self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any) -> LoadedModel:
         loaded = super().load(model_dir, components, device, dtype)
@@ -133,27 +183,7 @@ class ZeroShotClassification(TaskAdapter):
 
     def convert(self, value: Any) -> tuple[str, tuple[str, ...]]:
         row = fields_of(value, self.input_fields)
-        text = require_text(row["text"])
-        labels = row["candidate_labels"]
-        if labels is not None and not isinstance(labels, (list, tuple, np.ndarray)):
-            raise RowError(
-                f"'candidate_labels' must be an array of strings, got {type(labels).__name__}"
-            )
-        if labels is None or len(labels) == 0:
-            labels = self.options.candidate_labels or ()
-        if len(labels) == 0:
-            raise RowError(
-                "no candidate labels: give them in the 'candidate_labels' option or in a "
-                "'candidate_labels' array<string> input field"
-            )
-        if len(labels) > self.options.max_candidate_labels:
-            raise RowError(
-                f"{len(labels)} candidate labels, more than max_candidate_labels="
-                f"{self.options.max_candidate_labels}: each label costs one model input"
-            )
-        if not all(isinstance(label, str) for label in labels):
-            raise RowError("candidate labels must be strings (a null label was found)")
-        return text, tuple(labels)
+        return require_text(row["text"]), row_labels(row["candidate_labels"], self.options)
 
     def prepare(self, loaded: LoadedModel, items: list[tuple[str, tuple[str, ...]]]) -> list[dict]:
         template = self.options.hypothesis_template

@@ -1,0 +1,244 @@
+"""The image tasks beyond classification on tiny random models (CLIP, SigLIP, ViT, DETR, a ViT +
+GPT-2 captioner): parity with transformers (pipelines where they exist, else the model's own
+forward/generate), batch-order independence, image input forms, and one Spark run of each.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hfspark.errors import ConfigError, ModelValidationError, RowError
+from hfspark.tasks import get_task
+from hfspark.tasks.feature_extraction import FeatureExtraction
+from hfspark.tasks.image_feature_extraction import ImageFeatureExtraction
+from tests.adapter_runner import load, run_adapter
+
+TEXTS = ["a photo of a cat", "a dog", "the weather in paris is sunny today", "car"]
+
+
+@pytest.fixture(scope="module")
+def vision(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    import torch
+
+    from tests.tiny_vision import build_vision
+
+    torch.set_num_threads(1)
+    return build_vision(tmp_path_factory.mktemp("tiny-vision"))
+
+
+def _image(size: tuple[int, int], fmt: str = "PNG", mode: str = "RGB", seed: int = 0) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _pil(data: bytes) -> Any:
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data))
+
+
+IMAGES = [
+    _image((40, 30)),
+    _image((64, 64), "JPEG", seed=1),
+    _image((20, 50), "WEBP", seed=2),
+    _image((33, 33), "PNG", mode="L", seed=3),
+    _image((30, 20), "PNG", mode="RGBA", seed=4),
+    _image((25, 25), "GIF", mode="P", seed=5),
+    _image((36, 28), "TIFF", seed=6),
+]
+
+
+def _shuffled_runs(adapter: Any, loaded: Any, items: list) -> list[list]:
+    """Outputs for the items one by one, and shuffled in bigger batches (in input order)."""
+    runs = [run_adapter(adapter, loaded, items, batch_size=1)]
+    for seed, batch_size in [(1, 3), (2, 8)]:
+        order = list(range(len(items)))
+        random.Random(seed).shuffle(order)
+        out = run_adapter(adapter, loaded, [items[i] for i in order], batch_size=batch_size)
+        runs.append([out[order.index(i)] for i in range(len(items))])
+    return runs
+
+
+def _close(a: Any, b: Any, tol: float = 1e-5) -> None:
+    np.testing.assert_allclose(
+        np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), rtol=tol, atol=tol
+    )
+
+
+# -------------------------------------------------------------- image-feature-extraction
+def test_image_features_match_pipeline(vision: dict[str, Path]) -> None:
+    import transformers
+
+    assert get_task("image-embeddings") is ImageFeatureExtraction
+    pipe = transformers.pipeline("image-feature-extraction", model=str(vision["vit"]))
+    raw = run_adapter(ImageFeatureExtraction({"normalize": False}), vision["vit"], IMAGES)
+    for data, vec in zip(IMAGES, raw, strict=True):
+        _close(vec, pipe(_pil(data), pool=True)[0])
+    unit = run_adapter(ImageFeatureExtraction({}), vision["vit"], IMAGES[:2])
+    assert [np.linalg.norm(v) for v in unit] == pytest.approx([1.0, 1.0], abs=1e-5)
+    cls = run_adapter(
+        ImageFeatureExtraction({"pooling": "cls", "normalize": False}), vision["vit"], IMAGES[:1]
+    )
+    hidden = pipe(_pil(IMAGES[0]))[0]  # the token matrix: CLS first
+    _close(cls[0], hidden[0])
+    mean = run_adapter(
+        ImageFeatureExtraction({"pooling": "mean", "normalize": False}), vision["vit"], IMAGES[:1]
+    )
+    _close(mean[0], np.mean(hidden, axis=0))
+
+
+@pytest.mark.parametrize("key", ["clip", "siglip"])
+def test_text_and_image_vectors_share_the_space(vision: dict[str, Path], key: str) -> None:
+    """feature-extraction (text) . image-feature-extraction (image), scaled, == the model's logits."""
+    import torch
+    import transformers
+
+    folder = vision[key]
+    texts = run_adapter(FeatureExtraction({}), folder, TEXTS, batch_size=3)
+    images = run_adapter(ImageFeatureExtraction({}), folder, IMAGES, batch_size=3)
+    model = transformers.AutoModel.from_pretrained(str(folder)).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(str(folder))
+    proc = transformers.AutoImageProcessor.from_pretrained(str(folder))
+    padding = {"padding": "max_length", "max_length": 64} if key == "siglip" else {"padding": True}
+    with torch.inference_mode():
+        out = model(
+            **tok(TEXTS, return_tensors="pt", **padding),
+            pixel_values=proc(
+                images=[_pil(d).convert("RGB") for d in IMAGES], return_tensors="pt"
+            ).pixel_values,
+        )
+    logits = np.asarray(images) @ np.asarray(texts).T * float(model.logit_scale.exp().detach())
+    if key == "siglip":
+        logits += float(model.logit_bias.detach())
+    _close(logits, out.logits_per_image.numpy(), tol=1e-4)
+    with pytest.raises(ConfigError, match="leave pooling unset"):
+        load(FeatureExtraction({"pooling": "mean"}), folder)
+    with pytest.raises(ConfigError, match="leave pooling at 'auto'"):
+        load(ImageFeatureExtraction({"pooling": "cls"}), folder)
+
+
+def test_image_features_batch_order_independent(vision: dict[str, Path]) -> None:
+    for key in ("vit", "clip"):
+        adapter = ImageFeatureExtraction({})
+        loaded = load(adapter, vision[key])
+        first, *others = _shuffled_runs(adapter, loaded, [*IMAGES, b"broken"])
+        assert isinstance(first[-1], RowError)
+        for other in others:
+            for a, b in zip(first[:-1], other[:-1], strict=True):
+                _close(a, b)
+
+
+def test_image_input_forms(vision: dict[str, Path], tmp_path: Path) -> None:
+    """Bytes, a local path, file://, an fsspec URL and a binaryFile struct give the same vector."""
+    import fsspec
+
+    data = IMAGES[1]
+    (tmp_path / "img.jpg").write_bytes(data)
+    with fsspec.open("memory://hfspark-test/img.jpg", "wb") as f:
+        f.write(data)
+    forms = [
+        data,
+        str(tmp_path / "img.jpg"),
+        f"file://{tmp_path / 'img.jpg'}",
+        "memory://hfspark-test/img.jpg",
+        {"path": "ignored", "modificationTime": None, "length": len(data), "content": data},
+        {"path": str(tmp_path / "img.jpg"), "content": None},
+    ]
+    out = run_adapter(ImageFeatureExtraction({}), vision["vit"], forms)
+    for vec in out[1:]:
+        _close(vec, out[0])
+    adapter = ImageFeatureExtraction({"max_file_bytes": 100})
+    for value, message in [
+        (str(tmp_path / "nope.png"), "no image file at"),
+        (str(tmp_path / "img.jpg"), "max_file_bytes"),
+        ({"path": None, "content": None}, "neither 'content'"),
+        ("", "path is empty"),
+        (3.5, "got float"),
+    ]:
+        with pytest.raises(RowError, match=message):
+            adapter.convert(value)
+    text_model = _text_model(tmp_path, vision["vit"])
+    with pytest.raises(ModelValidationError, match="takes no images.*needs a vision model"):
+        load(ImageFeatureExtraction({}), text_model)
+
+
+def _text_model(tmp_path: Path, image_model: Path) -> Path:
+    """A BERT folder with an image processor beside it (a text model is not a vision model)."""
+    from tests.tiny_models import build_feature_extraction
+
+    folder = build_feature_extraction(tmp_path / "bert")
+    (folder / "preprocessor_config.json").write_bytes(
+        (image_model / "preprocessor_config.json").read_bytes()
+    )
+    return folder
+
+
+# ------------------------------------------------------------ zero-shot-image-classification
+LABELS = ["cat", "dog", "car", "a plane in the sky"]
+
+
+@pytest.mark.parametrize("key", ["clip", "siglip"])
+def test_zero_shot_image_matches_pipeline(vision: dict[str, Path], key: str) -> None:
+    import transformers
+
+    from hfspark.tasks.zero_shot_image import ZeroShotImageClassification
+
+    pipe = transformers.pipeline("zero-shot-image-classification", model=str(vision[key]))
+    rows = [
+        {"image": data, "candidate_labels": LABELS[: 2 + i % 3]} for i, data in enumerate(IMAGES)
+    ]
+    out = run_adapter(ZeroShotImageClassification({}), vision[key], rows, batch_size=3)
+    for row, got in zip(rows, out, strict=True):
+        expected = pipe(_pil(row["image"]), candidate_labels=row["candidate_labels"])
+        assert got["labels"] == [e["label"] for e in expected]
+        _close(got["scores"], [e["score"] for e in expected])
+    assert (sum(out[0]["scores"]) == pytest.approx(1.0)) == (key == "clip")  # softmax vs sigmoid
+
+
+def test_zero_shot_image_labels_and_order(vision: dict[str, Path]) -> None:
+    from hfspark.tasks.zero_shot_image import ZeroShotImageClassification
+
+    adapter = ZeroShotImageClassification(
+        {"candidate_labels": "cat, dog, car", "label_cache_size": 2}
+    )
+    assert (
+        adapter.output_type().simpleString() == "struct<labels:array<string>,scores:array<double>>"
+    )
+    loaded = load(adapter, vision["clip"])
+    items = [
+        *IMAGES,
+        {"image": IMAGES[0], "candidate_labels": ["car", "plane"]},
+        {"image": IMAGES[1], "candidate_labels": None},
+        b"broken",
+    ]
+    first, *others = _shuffled_runs(adapter, loaded, items)
+    assert first[-2]["labels"] == run_adapter(adapter, loaded, [IMAGES[1]])[0]["labels"]
+    assert sorted(first[-3]["labels"]) == ["car", "plane"] and isinstance(first[-1], RowError)
+    for other in others:
+        for a, b in zip(first[:-1], other[:-1], strict=True):
+            assert a["labels"] == b["labels"]
+            _close(a["scores"], b["scores"])
+    no_labels = ZeroShotImageClassification({})
+    for value, message in [
+        (IMAGES[0], "no candidate labels"),
+        ({"image": IMAGES[0], "candidate_labels": ["a", None]}, "must be strings"),
+        ({"image": IMAGES[0], "candidate_labels": "cat"}, "array of strings"),
+        ({"image": b"", "candidate_labels": ["cat"]}, "empty"),
+    ]:
+        with pytest.raises(RowError, match=message):
+            no_labels.convert(value)
+    with pytest.raises(ConfigError, match="hypothesis_template"):
+        ZeroShotImageClassification({"hypothesis_template": "no slot"})
+    with pytest.raises(ModelValidationError, match="should be one of .*CLIPConfig"):
+        load(ZeroShotImageClassification({}), vision["captioner"])
