@@ -242,3 +242,44 @@ def test_zero_shot_image_labels_and_order(vision: dict[str, Path]) -> None:
         ZeroShotImageClassification({"hypothesis_template": "no slot"})
     with pytest.raises(ModelValidationError, match="should be one of .*CLIPConfig"):
         load(ZeroShotImageClassification({}), vision["captioner"])
+
+
+# ------------------------------------------------------------------------ object-detection
+def _same_detections(a: list[dict], b: list[dict]) -> None:
+    assert [d["label"] for d in a] == [d["label"] for d in b]
+    _close([d["score"] for d in a], [d["score"] for d in b])
+    for x, y in zip(a, b, strict=True):  # int boxes: a float hair can move a pixel
+        assert all(abs(x["box"][k] - y["box"][k]) <= 1 for k in x["box"]), (x, y)
+
+
+def test_object_detection_matches_pipeline(vision: dict[str, Path]) -> None:
+    import transformers
+
+    from hfspark.tasks.object_detection import ObjectDetection
+
+    adapter = ObjectDetection({"threshold": 0.3})
+    assert adapter.output_type().simpleString() == (
+        "array<struct<label:string,score:double,box:struct<xmin:int,ymin:int,xmax:int,ymax:int>>>"
+    )
+    pipe = transformers.pipeline("object-detection", model=str(vision["detr"]))
+    images = [*IMAGES, _image((40, 30), seed=9)]  # two 40x30 images: one batch
+    out = run_adapter(adapter, vision["detr"], images, batch_size=4)
+    for data, got in zip(images, out, strict=True):
+        _same_detections(got, pipe(_pil(data), threshold=0.3))
+    assert any(out) and all(isinstance(d["box"]["xmin"], int) for row in out for d in row)
+    assert run_adapter(ObjectDetection({"threshold": 1.0}), vision["detr"], images[:2]) == [[], []]
+    with pytest.raises(ConfigError, match="threshold"):
+        ObjectDetection({"threshold": 2})
+
+
+def test_object_detection_batch_order_independent(vision: dict[str, Path]) -> None:
+    from hfspark.tasks.object_detection import ObjectDetection
+
+    adapter = ObjectDetection({"threshold": 0.0})
+    loaded = load(adapter, vision["detr"])
+    items = [*IMAGES, _image((40, 30), seed=9), _image((64, 64), seed=8), b"GIF89a"]
+    first, *others = _shuffled_runs(adapter, loaded, items)
+    assert isinstance(first[-1], RowError) and all(len(r) == 12 for r in first[:-1])
+    for other in others:
+        for a, b in zip(first[:-1], other[:-1], strict=True):
+            _same_detections(a, b)

@@ -67,6 +67,7 @@ TASKS: dict[str, str] = {
     "image-classification": "hfspark.tasks.image_classification:ImageClassification",
     "image-feature-extraction": "hfspark.tasks.image_feature_extraction:ImageFeatureExtraction",
     "zero-shot-image-classification": "hfspark.tasks.zero_shot_image:ZeroShotImageClassification",
+    "object-detection": "hfspark.tasks.object_detection:ObjectDetection",
 }
 
 #: alias -> task name.
