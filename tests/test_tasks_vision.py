@@ -283,3 +283,72 @@ def test_object_detection_batch_order_independent(vision: dict[str, Path]) -> No
     for other in others:
         for a, b in zip(first[:-1], other[:-1], strict=True):
             _same_detections(a, b)
+
+
+# ---------------------------------------------------------------------------- image-to-text
+def _generate(folder: Path, data: bytes, prompt: str | None = None, max_new_tokens: int = 8) -> str:
+    """A caption straight from ``model.generate`` (transformers 5 has no image-to-text pipeline)."""
+    import torch
+    import transformers
+
+    model = transformers.AutoModelForImageTextToText.from_pretrained(str(folder)).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(str(folder))
+    pixels = transformers.AutoImageProcessor.from_pretrained(str(folder))(
+        images=_pil(data).convert("RGB"), return_tensors="pt"
+    ).pixel_values
+    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens}
+    skip = 1  # the decoder's start token
+    if prompt is not None and model.config.model_type == "blip":
+        kwargs["input_ids"] = tok(prompt, return_tensors="pt").input_ids
+        skip = kwargs["input_ids"].shape[1] - 1  # BLIP drops the prompt's final [SEP]
+    elif prompt is not None:
+        start = model.generation_config.decoder_start_token_id
+        ids = [start, *tok(prompt, add_special_tokens=False).input_ids]
+        kwargs["decoder_input_ids"] = torch.tensor([ids])
+        skip = len(ids)
+    with torch.inference_mode():
+        out = model.generate(pixel_values=pixels, **kwargs)
+    return tok.decode(out[0, skip:], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("key", ["captioner", "blip"])
+def test_image_to_text_matches_generate(vision: dict[str, Path], key: str) -> None:
+    from hfspark.tasks.image_to_text import ImageToText
+
+    assert get_task("image-captioning") is ImageToText
+    rows = [
+        IMAGES[0],
+        {"image": IMAGES[1], "prompt": "the cat"},
+        {"image": IMAGES[2], "prompt": None},
+        IMAGES[3],
+    ]
+    out = run_adapter(ImageToText({"max_new_tokens": 6}), vision[key], rows, batch_size=4)
+    for row, got in zip(rows, out, strict=True):
+        data, prompt = (row["image"], row["prompt"]) if isinstance(row, dict) else (row, None)
+        assert got["generated_text"] == _generate(vision[key], data, prompt, 6)
+        assert got["finish_reason"] in ("stop", "length") and got["completion_tokens"] <= 6
+    assert out[1]["prompt_tokens"] > 0 == out[0]["prompt_tokens"]
+
+
+def test_image_to_text_batches_sampling_and_errors(vision: dict[str, Path]) -> None:
+    from hfspark.tasks.image_to_text import ImageToText
+
+    adapter = ImageToText({"prompt": "the", "do_sample": True, "seed": 3, "max_new_tokens": 5})
+    assert adapter.output_type().simpleString() == (
+        "struct<generated_text:string,finish_reason:string,prompt_tokens:int,completion_tokens:int>"
+    )
+    loaded = load(adapter, vision["captioner"])
+    items = [*IMAGES[:4], {"image": IMAGES[4], "prompt": "a dog"}, b"\x89PNG broken"]
+    first, *others = _shuffled_runs(adapter, loaded, items)
+    assert isinstance(first[-1], RowError)
+    assert all(other[:-1] == first[:-1] for other in others)  # seeded per row: same samples
+    with pytest.raises(RowError, match="'prompt' must be a string"):
+        adapter.convert({"image": IMAGES[0], "prompt": 5})
+    long_prompt = run_adapter(
+        ImageToText({"prompt": "the cat sat on the mat " * 40}), loaded, [IMAGES[0]]
+    )
+    assert isinstance(long_prompt[0], RowError) and "at most" in str(long_prompt[0])
+    from hfspark.flavor import read_info
+
+    with pytest.raises(ModelValidationError, match="architecture ends with"):  # on the driver
+        read_info(str(vision["detr"]), task="image-to-text")

@@ -162,3 +162,30 @@ def build_vision(out: Path) -> dict[str, Path]:
             build(folder)
         folders[name] = folder
     return folders
+
+
+def build_blip(out: Path) -> Path:
+    """A BLIP captioner (BlipForConditionalGeneration) with a WordPiece tokenizer."""
+    _seed()
+    tok = bert_tokenizer()
+    cfg = transformers.BlipConfig(
+        text_config={
+            **_TOWER,
+            "vocab_size": len(tok),
+            "max_position_embeddings": MAX_LEN,
+            "bos_token_id": tok.cls_token_id,
+            "sep_token_id": tok.sep_token_id,
+            "eos_token_id": tok.sep_token_id,
+            "pad_token_id": tok.pad_token_id,
+            "tie_word_embeddings": False,
+        },
+        vision_config={**_TOWER, "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )
+    model = transformers.BlipForConditionalGeneration(cfg).eval()
+    model.generation_config = transformers.GenerationConfig(do_sample=False, max_new_tokens=8)
+    proc = transformers.BlipImageProcessorPil(size={"height": 32, "width": 32})
+    return _save(out, model, tok, proc)
+
+
+VISION_BUILDERS["blip"] = build_blip

@@ -62,7 +62,7 @@ TASK_ARCHITECTURES: dict[str, tuple[str, ...]] = {
     "image-feature-extraction": (),
     "zero-shot-image-classification": (),
     "object-detection": ("ForObjectDetection",),
-    "image-to-text": ("VisionEncoderDecoderModel", "ForConditionalGeneration"),
+    "image-to-text": ("VisionEncoderDecoderModel", "BlipForConditionalGeneration"),
 }
 
 #: Fallback of the adapters' ``components``.

@@ -68,6 +68,7 @@ TASKS: dict[str, str] = {
     "image-feature-extraction": "hfspark.tasks.image_feature_extraction:ImageFeatureExtraction",
     "zero-shot-image-classification": "hfspark.tasks.zero_shot_image:ZeroShotImageClassification",
     "object-detection": "hfspark.tasks.object_detection:ObjectDetection",
+    "image-to-text": "hfspark.tasks.image_to_text:ImageToText",
 }
 
 #: alias -> task name.
@@ -81,6 +82,7 @@ ALIASES: dict[str, str] = {
     "speech-recognition": "automatic-speech-recognition",
     "zero-shot": "zero-shot-classification",
     "image-embeddings": "image-feature-extraction",
+    "image-captioning": "image-to-text",
 }
 
 #: your own tasks: name -> "module:Class" (from :func:`register_task`, entry points, import paths).
