@@ -43,15 +43,18 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not cluster and not connect" tests
 
+# ruff (lint + format), the import layers (import-linter, contracts in pyproject.toml), mypy.
 lint: install
-	$(VENV)/bin/ruff check hfspark tests bench
-	$(VENV)/bin/ruff format --check hfspark || true
+	$(VENV)/bin/ruff check hfspark tests bench examples
+	$(VENV)/bin/ruff format --check hfspark tests bench examples
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) -m bench.run
 
 cluster: install
-	$(PY) -m hfspark.cluster
+	$(PY) -m hfspark.testing.cluster
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

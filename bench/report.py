@@ -18,6 +18,7 @@ __all__ = ["targets", "write", "render"]
 TARGET_CEILING = 0.95
 TARGET_MLFLOW = {2: 1.05, 32: 1.10}
 TARGET_SCALING = 0.10
+TARGET_OVERHEAD = 1.5
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -85,6 +86,14 @@ def targets(results: dict[str, Any]) -> list[tuple[bool, str]]:
                     f"{hf.loads_total} loads by {hf.load_pids} processes, {hf.workers} workers "
                     f"seen, over {1 + len(hf.all_seconds)} jobs ({hf.loads_cold} in the cold job, "
                     f"{hf.loads_timed} per timed job)"))
+    over = results.get("overhead") or {}
+    if over.get("ratios"):
+        ratio = over["ratios"]["hfspark x hand-written"]
+        speeds = over["rows_per_s"]
+        out.append((ratio >= TARGET_OVERHEAD,
+                    f"framework overhead: hfspark >= {TARGET_OVERHEAD}x a hand-written cached-model "
+                    f"pandas UDF: {ratio:.2f}x ({speeds['hfspark']:.0f} vs "
+                    f"{speeds['hand-written']:.0f} rows/s; Spark's floor {speeds['floor']:.0f})"))
     series = results.get("scaling") or []
     if len(series) > 1:
         speeds = [p["rows_per_s"] for p in series]
@@ -168,6 +177,13 @@ def render(results: dict[str, Any]) -> str:
                          [[r.task, r.variant, _fmt(r.rows_per_s), _fmt(r.speedup, 2) + "x",
                            _fmt(r.max_abs_score_diff, 5), _pct(r.label_agreement),
                            _fmt(r.cosine_mean, 5), _fmt(r.cosine_min, 5)] for r in q])]
+    if results.get("overhead"):
+        o = results["overhead"]
+        parts += ["", f"## Framework overhead ({o['model']}, {o['rows']:,} short sentences, "
+                      f"local[{o['cores']}], warm workers, noop sink)", "",
+                  _table(["system", "rows/s", "hfspark x it"],
+                         [[name, _fmt(v, 0), _fmt(o["ratios"].get(f"hfspark x {name}"), 2)]
+                          for name, v in o["rows_per_s"].items()])]
     if results.get("scaling"):
         parts += ["", "## Scaling (hfspark, text-classification, 2 partitions, texts cycled)", "",
                   _table(["rows", "seconds", "rows/s", "tokens/s"],

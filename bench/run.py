@@ -12,7 +12,7 @@ Environment knobs:
                           ceiling runs N rounds of its modes per partition count, half right
                           before the hfspark jobs and half right after
     HFSPARK_BENCH_CORES   Spark cores = ceiling processes (default 2)
-    HFSPARK_BENCH_TASKS   comma list: classification,embeddings,speech (default all)
+    HFSPARK_BENCH_TASKS   comma list: classification,embeddings,speech,overhead (default all)
     HFSPARK_BENCH_SYSTEMS comma list of Spark systems (default all: hfspark, hfspark bf16,
                           mlflow default, mlflow bs8, mlflow bs32, naive pandas_udf)
     HFSPARK_BENCH_PARTITIONS  comma list (default 2,32)
@@ -78,7 +78,7 @@ class Settings:
     def from_env(cls) -> Settings:
         quick = os.environ.get("HFSPARK_BENCH_QUICK", "0") not in ("", "0", "false")
         root = Path(__file__).resolve().parent / "results"
-        tasks = os.environ.get("HFSPARK_BENCH_TASKS", ",".join(TASKS))
+        tasks = os.environ.get("HFSPARK_BENCH_TASKS", ",".join([*TASKS, "overhead"]))
         systems = [x.strip() for x in os.environ.get("HFSPARK_BENCH_SYSTEMS", ",".join(SYSTEMS))
                    .split(",") if x.strip()]
         unknown = [x for x in systems if x not in SYSTEMS]
@@ -213,7 +213,7 @@ def main() -> int:
                      "partitions": list(s.partitions), "engine": ENGINE, "max_length": MAX_LENGTH,
                      "sink": "noop", "ceiling_modes": list(CEILING_MODES)},
         "machine": _machine(), "data": {}, "spark": [], "ceiling": {}, "quant": [],
-        "scaling": [], "speech": [], "failures": [],
+        "scaling": [], "speech": [], "overhead": {}, "failures": [],
     }
     start = time.perf_counter()
     texts = bench_texts(s.rows)
@@ -224,6 +224,11 @@ def main() -> int:
             _say("automatic-speech-recognition: Whisper tiny.en on espeak-ng speech")
             results["speech"] = run_speech(s.work, quick=s.quick, cores=s.cores, results=results,
                                            systems=s.systems)
+        elif key == "overhead":
+            from bench.overhead import run_overhead
+
+            _say("framework overhead: 1x32 BERT on 30,000 short sentences, warm workers")
+            results["overhead"] = run_overhead(s.work, cores=s.cores, reps=s.reps, quick=s.quick)
         elif key in TASKS:
             run_text_task(key, s, texts, results)
         else:

@@ -193,7 +193,7 @@ def inspect_model(uri: str, task: str | None = None) -> dict[str, Any]:
         'feature-extraction'
     """
     from hfspark.flavor import read_info
-    from hfspark.flavor.pypi import resolve_uri
+    from hfspark.flavor.resolver import resolve_uri
     from hfspark.tasks import get_task
 
     info = read_info(resolve_uri(uri, task), task=task)

@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "HfSparkError",
     "ConfigError",
@@ -29,6 +31,8 @@ __all__ = [
     "MissingDependencyError",
     "ModelNotFoundError",
     "JobInterrupted",
+    "JobFailed",
+    "ClusterError",
     "EXIT_OK",
     "EXIT_FAILED",
     "EXIT_CONFIG",
@@ -105,6 +109,19 @@ class JobInterrupted(HfSparkError, RuntimeError):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.signum = signum
+
+
+class JobFailed(HfSparkError, RuntimeError):
+    """A job did not finish; ``report`` (its RunReport) holds what it did, ``reason`` why."""
+
+    def __init__(self, reason: str, report: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.report = report
+
+
+class ClusterError(HfSparkError, RuntimeError):
+    """A Spark server or a spark-submit run failed; the message names it and shows its log tail."""
 
 
 #: errors a user fixes in the configuration, the input or the model: exit code 2.

@@ -7,7 +7,7 @@ or holds that mapping under ``functions:`` beside a ``spark:`` section (the sess
 the file, the line and the nearest valid key, as job configurations.
 
 Example:
-    >>> from hfspark.udfs import register_all
+    >>> from hfspark.sql import register_all
     >>> register_all(spark, {"sentiment": {"uri": "/models/sst2", "errors": "column"}})
     >>> spark.sql("SELECT sentiment(text).label AS label FROM reviews").show()
 """
@@ -25,7 +25,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -56,7 +56,7 @@ class FunctionSpec(UdfOptions):
     """
 
     uri: str
-    ship: Literal["auto", "always", "never"] = "auto"
+    task: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -73,7 +73,7 @@ class FunctionSpec(UdfOptions):
 
     def udf_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~hfspark.udfs.model_udf` (all but ``uri``)."""
-        return self.model_dump(exclude={"uri"})
+        return {**super().udf_kwargs(), "task": self.task}
 
 
 class SqlConfig(BaseModel):
@@ -197,8 +197,6 @@ def register_all(
         >>> spark.sql("SELECT sentiment(text).label, sentiment(text).error FROM t")
     """
     from hfspark.errors import HfSparkError
-    from hfspark.flavor.pypi import resolve_uri
-    from hfspark.flavor.store import pin_uri
     from hfspark.session import ensure_worker_python
     from hfspark.udfs import model_udf
 
@@ -207,8 +205,7 @@ def register_all(
     udfs: dict[str, ModelUDF] = {}
     for name, spec in config.functions.items():
         try:
-            uri = pin_uri(resolve_uri(spec.uri, spec.task))
-            udfs[name] = model_udf(uri, **spec.udf_kwargs())
+            udfs[name] = model_udf(spec.uri, **spec.udf_kwargs())
         except HfSparkError as e:
             where = "" if spec.uri in str(e) else f" ({spec.uri})"
             e.add_context(f"SQL function {name!r}{where}")

@@ -178,8 +178,8 @@ def executor_logs(work_dir: Path) -> str:
 
 
 def spark_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment ``hfspark.cluster.submit`` gives a driver, for a driver we kill ourselves."""
-    from hfspark.cluster import LOOPBACK, spark_home
+    """The environment ``hfspark.testing.cluster.submit`` gives a driver, for a driver we kill ourselves."""
+    from hfspark.testing.cluster import LOOPBACK, spark_home
     from hfspark.session import worker_env
 
     env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}

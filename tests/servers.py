@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 
-from hfspark.cluster import QUICK_JVM_OPTS, ConnectServer, StandaloneCluster
+from hfspark.testing.cluster import QUICK_JVM_OPTS, ConnectServer, StandaloneCluster
 
 __all__ = ["standalone_cluster", "connect_server", "QUICK_ENV", "MlflowServer"]
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hfspark.cluster import ConnectServer
+from hfspark.testing.cluster import ConnectServer
 from hfspark.errors import ConfigError
 from tests.servers import connect_server  # noqa: F401
 
@@ -73,7 +73,8 @@ def no_spark_context(remote: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_model_udf_and_sql_functions(remote, model, no_spark_context):
-    from hfspark.udfs import model_udf, register, register_all
+    from hfspark.sql import register_all
+    from hfspark.udfs import model_udf, register
 
     assert type(remote).__module__.startswith("pyspark.sql.connect")
     udf = model_udf(model, errors="column", batch_size=2)

@@ -5,16 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hfspark.errors import RowError
 from hfspark.udfs.batching import plan_batches
-from hfspark.udfs.engine import predict_frame, rows_from_columns
+from hfspark.udfs.arrow import BadInput, arrow_rows, arrow_type
+from hfspark.udfs.engine import predict_batch
 from hfspark.udfs.executor import Runtime, choose_device, choose_dtype
 from hfspark.udfs.options import UdfOptions
+from hfspark.udfs.reference import output_type
+
+
+def predict(runtime: Runtime, texts: list[Any], opts: UdfOptions) -> list[Any]:
+    """The engine on one Arrow batch of texts, as Python values (one per row)."""
+    target = arrow_type(output_type(runtime.adapter, opts))
+    out = predict_batch(runtime, [pa.array(texts, type=pa.string())], opts, target)
+    assert out.type == target and len(out) == len(texts)
+    return out.to_pylist()
 
 
 def test_plan_batches_sorts_and_respects_budget() -> None:
@@ -79,13 +89,17 @@ def test_cost_plan_extremes() -> None:
     assert plan_batches(lengths, batch_size=8, max_tokens=None, call_cost=8) == [[0, 4, 2], [1, 5, 3]]
 
 
-def test_rows_from_columns_shapes() -> None:
-    assert rows_from_columns([pd.Series(["a", None])], ("text",)) == ["a", None]
-    frame = pd.DataFrame({"question": ["q", None], "context": ["c", "d"]})
-    assert rows_from_columns([frame], ("question", "context")) == [
-        {"question": "q", "context": "c"}, None]
-    two = rows_from_columns([pd.Series(["q"]), pd.Series(["c"])], ("question", "context"))
+def test_arrow_rows_shapes() -> None:
+    assert arrow_rows([pa.array(["a", None])], ("text",)) == ["a", None]
+    struct = pa.array([{"question": "q", "context": "c"}, None, {"question": None, "context": "d"}])
+    assert arrow_rows([struct], ("question", "context")) == [
+        {"question": "q", "context": "c"}, None, None]  # a null struct, or a null first field
+    two = arrow_rows([pa.array(["q"]), pa.array(["c"])], ("question", "context"))
     assert two == [{"question": "q", "context": "c"}]
+    bad = pa.array([b"ok", b"A\xffB", None], type=pa.binary()).view(pa.string())
+    rows = arrow_rows([bad], ("text",))
+    assert rows[0] == "ok" and rows[2] is None and isinstance(rows[1], BadInput)
+    assert "invalid UTF-8" in rows[1].reason and "make_valid_utf8" in rows[1].reason
 
 
 class _Flaky:
@@ -127,16 +141,15 @@ def runtime(tiny_models: dict[str, Path]) -> Runtime:
 def test_oom_halves_the_batch_and_bad_rows_are_isolated(runtime: Runtime) -> None:
     texts = ["I love this movie", "poison here", None, "terrible film", "hello world", "the cat"]
     opts = UdfOptions(batch_size=8, errors="column")
-    out = predict_frame(runtime, [pd.Series(texts)], opts)
-    assert len(out) == len(texts)
-    assert out["error"][1].startswith("ValueError: poisoned row")
-    assert out["label"][2] is None and out["error"][2] is None
-    assert all(out["label"][i] in ("NEGATIVE", "POSITIVE") for i in (0, 3, 4, 5))
+    out = predict(runtime, texts, opts)
+    assert out[1]["error"].startswith("ValueError: poisoned row") and out[1]["label"] is None
+    assert out[2] is None  # a null row gives a null struct, not a struct of nulls
+    assert all(out[i]["label"] in ("NEGATIVE", "POSITIVE") for i in (0, 3, 4, 5))
     assert max(runtime.adapter.calls) > 2  # a big batch was tried, then halved
-    clean = predict_frame(runtime, [pd.Series(["terrible film"])], opts)
-    assert abs(clean["score"][0] - out["score"][3]) < 1e-6  # same result after the back-off
+    clean = predict(runtime, ["terrible film"], opts)
+    assert abs(clean[0]["score"] - out[3]["score"]) < 1e-6  # same result after the back-off
     with pytest.raises(RowError, match="Row 1"):
-        predict_frame(runtime, [pd.Series(texts)], UdfOptions(batch_size=8))
+        predict(runtime, texts, UdfOptions(batch_size=8))
 
 
 def test_engine_plans_by_call_cost_on_cpu(runtime: Runtime) -> None:
@@ -151,15 +164,15 @@ def test_engine_plans_by_call_cost_on_cpu(runtime: Runtime) -> None:
     adapter.limit = 100
     try:
         adapter.calls.clear()
-        by_cost = predict_frame(runtime, [pd.Series(texts)], UdfOptions(batch_size=8))
+        by_cost = predict(runtime, texts, UdfOptions(batch_size=8))
         assert sorted(adapter.calls) == [2, 3]
         adapter.calls.clear()
-        full = predict_frame(runtime, [pd.Series(texts)], UdfOptions(batch_size=8, call_cost=1e6))
+        full = predict(runtime, texts, UdfOptions(batch_size=8, call_cost=1e6))
         assert adapter.calls == [5]
     finally:
         adapter.limit = 2
-    assert by_cost["label"].tolist() == full["label"].tolist()
-    assert (by_cost["score"] - full["score"]).abs().max() < 1e-5
+    assert [r["label"] for r in by_cost] == [r["label"] for r in full]
+    assert max(abs(a["score"] - b["score"]) for a, b in zip(by_cost, full, strict=True)) < 1e-5
 
 
 def test_device_and_dtype_choice_on_cpu() -> None:

@@ -146,7 +146,7 @@ def test_job_by_version_and_alias(spark, registry, store, tmp_path: Path):
 
 def test_sql_function_by_alias(spark, registry, store, tmp_path: Path):
     from hfspark.sql import execute
-    from hfspark.udfs import register_all
+    from hfspark.sql import register_all
 
     spark.createDataFrame(list(enumerate(TEXTS)), "id long, text string").createOrReplaceTempView("t")
     udfs = register_all(spark, {"champion": {"uri": f"models:/{NAME}@champion", "errors": "column"},
@@ -168,7 +168,8 @@ def test_missing_mlflow_is_a_clear_error(tmp_path: Path):
         import sys
         sys.modules["mlflow"] = None  # as if mlflow were not installed
         from hfspark.errors import MissingDependencyError
-        from hfspark.udfs import model_udf, register_all
+        from hfspark.sql import register_all
+        from hfspark.udfs import model_udf
         for call in (lambda: model_udf("models:/sentiment@champion"),
                      lambda: model_udf("runs:/0123456789abcdef/model"),
                      lambda: register_all(None, {"f": {"uri": "models:/sentiment/1"}})):

@@ -1,12 +1,12 @@
 """Property tests (hypothesis) for every input converter and the engine's row path, no Spark.
 
-For each task adapter, random values of the Python shapes Arrow hands a pandas UDF (weird
+For each task adapter, random values of the Python shapes the Arrow UDF hands the engine (weird
 unicode, random bytes, float arrays with NaN/inf/empty, dicts with missing or None fields,
 lists of role/content dicts, and values of the wrong type) must:
 
 * make ``adapter.convert`` return or raise :class:`~hfspark.errors.RowError`, nothing else
   (the contract in ``hfspark/tasks/base.py``);
-* go through ``rows_from_columns`` + ``predict_rows`` with ``errors="column"`` giving exactly
+* go through ``arrow_rows`` + ``predict_rows`` with ``errors="column"`` giving exactly
   one result and one error per row, never an exception: a null row gives (None, None), any
   other row a result or an error string, and results have the adapter's output shape.
 
@@ -24,16 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hfspark.errors import RowError
 from hfspark.tasks import get_task
-from hfspark.udfs.engine import predict_rows, rows_from_columns, to_output
+from hfspark.udfs.arrow import arrow_result, arrow_rows, arrow_type
+from hfspark.udfs.engine import predict_rows
 from hfspark.udfs.executor import Runtime
 from hfspark.udfs.options import UdfOptions
+from hfspark.udfs.reference import output_type
 from tests.badmedia import IMAGE_KINDS, image, png_header, wav
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -231,8 +233,22 @@ def _check_rows(runtime: Runtime, rows: list[Any], seen: Counter | None = None) 
             outcome = "predicted"
         if seen is not None:
             seen[outcome] += 1
-    out = to_output(results, errors, runtime.adapter, OPTIONS)
-    assert len(out) == len(rows)
+    from pyspark.sql.types import StructType
+
+    adapter = runtime.adapter
+    target = arrow_type(output_type(adapter, OPTIONS))
+    out = arrow_result(rows, results, errors, target, True, adapter.result_field,
+                       isinstance(adapter.output_type(), StructType))
+    assert len(out) == len(rows) and out.type == target
+    assert [v is None for v in out.to_pylist()] == [r is None for r in rows]  # null in, null out
+
+
+def _as_arrow(values: list[Any]) -> pa.Array | None:
+    """The values as one Arrow array when they share a type (mixed junk cannot be one column)."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError):
+        return None
 
 
 # ----------------------------------------------------------------------------- tests
@@ -255,7 +271,7 @@ def test_convert_raises_only_row_errors(key: str) -> None:
 
 @pytest.mark.parametrize("key", list(ADAPTERS))
 def test_engine_one_output_per_row(key: str, runtime_for: Callable[[str], Runtime]) -> None:
-    """rows_from_columns + predict_rows (errors="column"): as many rows out as in, no exception."""
+    """arrow_rows + predict_rows (errors="column"): as many rows out as in, no exception."""
     runtime = runtime_for(key)
     seen: Counter = Counter()
 
@@ -263,8 +279,8 @@ def test_engine_one_output_per_row(key: str, runtime_for: Callable[[str], Runtim
     @given(rows=st.lists(st.one_of(st.none(), VALUES[key]), max_size=5))
     @example(rows=[None, GOOD[key], GOOD[key]])
     def check(rows: list[Any]) -> None:
-        column = pd.Series(rows, dtype=object)
-        from_arrow = rows_from_columns([column], runtime.adapter.input_fields)
+        column = _as_arrow(rows)
+        from_arrow = rows if column is None else arrow_rows([column], runtime.adapter.input_fields)
         assert len(from_arrow) == len(rows)
         _check_rows(runtime, from_arrow, seen)
 
@@ -275,29 +291,25 @@ def test_engine_one_output_per_row(key: str, runtime_for: Callable[[str], Runtim
 
 @PROPS
 @given(
-    values=st.lists(st.tuples(st.one_of(texts, st.none(), st.floats(allow_nan=True)),
-                              st.one_of(texts, st.none())), max_size=8),
+    values=st.lists(st.tuples(st.one_of(texts, st.none()), st.one_of(texts, st.none())), max_size=8),
     as_struct=st.booleans(),
 )
-def test_rows_from_columns_shapes(values: list[tuple[Any, Any]], as_struct: bool) -> None:
+def test_arrow_rows_shapes(values: list[tuple[Any, Any]], as_struct: bool) -> None:
     """A struct column or several columns give one dict per row; a null first field a null row."""
-    first = pd.Series([v[0] for v in values], dtype=object)
-    second = pd.Series([v[1] for v in values], dtype=object)
+    first = pa.array([v[0] for v in values], type=pa.string())
+    second = pa.array([v[1] for v in values], type=pa.string())
+    names = ("question", "context")
     if as_struct:
-        rows = rows_from_columns([pd.DataFrame({"question": first, "context": second})], ("x", "y"))
-        names = ("question", "context")
+        rows = arrow_rows([pa.StructArray.from_arrays([first, second], names=list(names))], ("x", "y"))
     else:
-        rows = rows_from_columns([first, second], ("question", "context"))
-        names = ("question", "context")
+        rows = arrow_rows([first, second], names)
     assert len(rows) == len(values)
     for (a, b), row in zip(values, rows, strict=True):
-        null_first = a is None or (isinstance(a, float) and a != a)
-        if null_first:
+        if a is None:
             assert row is None
         else:
             assert set(row) == set(names)
-            assert row["question"] == a
-            assert row["context"] == (None if b is None else b)
+            assert row["question"] == a and row["context"] == b
 
 
 def test_multi_column_engine_rows(runtime_for: Callable[[str], Runtime]) -> None:
@@ -308,9 +320,11 @@ def test_multi_column_engine_rows(runtime_for: Callable[[str], Runtime]) -> None
     @given(pairs=st.lists(st.tuples(st.one_of(texts, st.none()), st.one_of(texts, st.none(), junk)),
                           max_size=5))
     def check(pairs: list[tuple[Any, Any]]) -> None:
-        cols = [pd.Series([p[0] for p in pairs], dtype=object),
-                pd.Series([p[1] for p in pairs], dtype=object)]
-        rows = rows_from_columns(cols, runtime.adapter.input_fields)
+        cols = [_as_arrow([p[0] for p in pairs]), _as_arrow([p[1] for p in pairs])]
+        if any(c is None for c in cols):  # junk of mixed types: the rows as the engine sees them
+            rows = [None if p[0] is None else {"question": p[0], "context": p[1]} for p in pairs]
+        else:
+            rows = arrow_rows(cols, runtime.adapter.input_fields)
         assert len(rows) == len(pairs)
         _check_rows(runtime, rows)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hfspark.cluster import (
+from hfspark.testing.cluster import (
     ClusterError,
     ConnectServer,
     StandaloneCluster,

@@ -62,12 +62,12 @@ def test_functions_file_forms_env_and_overrides(tmp_path: Path):
     cfg = load_functions(job, ["spark.conf.spark.sql.shuffle.partitions=3"])
     assert cfg.spark.conf == {"spark.executorEnv.X": "1", "spark.sql.shuffle.partitions": 3}
     assert set(cfg.functions) == {"f"} and job["spark"]["conf"] == {"spark.executorEnv.X": "1"}
-    # every FunctionSpec key is a model_udf argument
-    import inspect
+    # one options model: a functions file, a job step and model_udf take the same options
+    from hfspark.jobs.config import StepOptions
+    from hfspark.udfs import UdfOptions
 
-    from hfspark.udfs import model_udf
-
-    assert set(FunctionSpec(uri="/x").udf_kwargs()) <= set(inspect.signature(model_udf).parameters)
+    assert set(FunctionSpec(uri="/x").udf_kwargs()) == {*UdfOptions.model_fields, "task"}
+    assert StepOptions is UdfOptions
 
 
 def test_functions_file_errors_name_line_and_nearest_key(tmp_path: Path):
@@ -92,7 +92,7 @@ def test_functions_file_errors_name_line_and_nearest_key(tmp_path: Path):
     with pytest.raises(ConfigError, match="not found"):
         load_functions(tmp_path / "missing.yaml")
     from hfspark.errors import ModelStoreError
-    from hfspark.udfs import register_all
+    from hfspark.sql import register_all
 
     with pytest.raises(ModelStoreError, match="SQL function 'f': No model at .*does not exist"):
         register_all(None, {"f": {"uri": str(tmp_path / "no-model")}})  # type: ignore[arg-type]
@@ -143,7 +143,7 @@ def reviews(spark):
 def test_register_all_struct_fields_and_per_function_options(spark, functions, reviews):
     from pyspark.errors import PythonException
 
-    from hfspark.udfs import register_all
+    from hfspark.sql import register_all
 
     udfs = register_all(spark, functions)
     assert [f.name for f in udfs["sentiment"].returnType.fields] == ["label", "score", "scores", "error"]
@@ -165,7 +165,7 @@ def test_register_all_struct_fields_and_per_function_options(spark, functions, r
 def test_execute_ctas_insert_and_select_into_delta(spark, functions, reviews, tmp_path: Path):
     from deltalake import DeltaTable
 
-    from hfspark.udfs import register_all
+    from hfspark.sql import register_all
 
     register_all(spark, functions)
     out = tmp_path / "scored"
@@ -211,7 +211,7 @@ def test_spark_submit_sql_job(functions, tmp_path: Path):
     """``spark-submit jobs/run_sql.py models.yaml query.sql`` with pyspark's spark-submit."""
     from deltalake import DeltaTable
 
-    from hfspark.cluster import submit
+    from hfspark.testing.cluster import submit
     from tests.servers import QUICK_ENV
 
     data, out = tmp_path / "reviews.json", tmp_path / "scored"

@@ -9,10 +9,26 @@ Example:
     >>> log_model(pipe, "model", registered_model_name="sentiment", alias="champion")  # MLflow
 """
 
-from hfspark.flavor.info import ModelInfo, read_info
-from hfspark.flavor.load import load_model
-from hfspark.flavor.log import log_model
-from hfspark.flavor.save import save_model
-from hfspark.flavor.store import resolve_local
+from typing import TYPE_CHECKING
 
-__all__ = ["ModelInfo", "load_model", "log_model", "read_info", "resolve_local", "save_model"]
+from hfspark._lazy import lazy_exports
+
+_EXPORTS = {
+    "ModelInfo": "hfspark.flavor.info",
+    "read_info": "hfspark.flavor.info",
+    "load_model": "hfspark.flavor.load",
+    "log_model": "hfspark.flavor.log",
+    "save_model": "hfspark.flavor.save",
+    "resolve_local": "hfspark.flavor.store",
+    "resolve_uri": "hfspark.flavor.resolver",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from hfspark.flavor.info import ModelInfo, read_info
+    from hfspark.flavor.load import load_model
+    from hfspark.flavor.log import log_model
+    from hfspark.flavor.resolver import resolve_uri
+    from hfspark.flavor.save import save_model
+    from hfspark.flavor.store import resolve_local

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,28 @@ class ModelInfo:
     metadata: dict[str, Any] = field(default_factory=dict)
     prompt_template: str | None = None
     schema: dict[str, Any] | None = None
+
+    def relocated(self, root: Path) -> ModelInfo:
+        """This info with its folder at ``root`` (the same model, copied to another machine).
+
+        Paths inside the old folder move with it; paths elsewhere (a PEFT base model on a
+        shared path) stay.
+
+        Example:
+            >>> info.relocated(Path("/local/cache/abc")).model_dir
+            PosixPath('/local/cache/abc/model')
+        """
+        old = Path(self.root)
+
+        def move(path: Any) -> Any:
+            p = Path(path)
+            return Path(root) / p.relative_to(old) if p.is_relative_to(old) else path
+
+        meta = dict(self.metadata)
+        if isinstance(meta.get("peft"), dict):
+            meta["peft"] = {k: move(v) if isinstance(v, Path) else v for k, v in meta["peft"].items()}
+        return replace(self, root=Path(root), model_dir=move(self.model_dir),
+                       components={k: move(v) for k, v in self.components.items()}, metadata=meta)
 
 
 def read_info(

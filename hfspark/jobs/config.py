@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hfspark.udfs.options import UdfOptions
+
 __all__ = [
     "SparkSection",
     "InputSection",
@@ -83,23 +85,9 @@ class InputSection(_Section):
         return self
 
 
-class StepOptions(_Section):
-    """``options:`` of a model step (passed to :func:`hfspark.udfs.model_udf`)."""
-
-    batch_size: int | None = Field(default=None, gt=0)
-    max_length: int | None = Field(default=None, gt=0)
-    max_tokens_per_batch: int | None = Field(default=None, gt=0)
-    call_cost: float | None = Field(default=None, ge=0)
-    errors: Literal["raise", "column"] = "raise"
-    device: str = "auto"
-    torch_dtype: str = "auto"
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    def udf_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``model_udf`` (unset values left out)."""
-        out = self.model_dump(exclude_none=True)
-        out["params"] = dict(self.params)
-        return out
+#: ``options:`` of a model step: the UDF options of :func:`hfspark.udfs.model_udf`, the same
+#: ones a SQL functions file and ``model_udf`` take.
+StepOptions = UdfOptions
 
 
 class ModelStep(_Section):

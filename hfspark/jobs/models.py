@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hfspark.errors import InputSchemaError
-from hfspark.flavor.pypi import PYPI_SCHEME, models_dir, resolve_uri
+from hfspark.flavor.pypi import PYPI_SCHEME, models_dir
+from hfspark.flavor.resolver import resolve_uri
 from hfspark.jobs.config import JobConfig, ModelStep
 
 if TYPE_CHECKING:

@@ -17,7 +17,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hfspark.errors import ConfigError, ErrorBudgetExceeded, HfSparkError, JobInterrupted, exit_code
+from hfspark.errors import (
+    ConfigError,
+    ErrorBudgetExceeded,
+    HfSparkError,
+    JobFailed,
+    JobInterrupted,
+    exit_code,
+)
 from hfspark.jobs.config import JobConfig
 from hfspark.jobs.interrupt import StopOnSignal
 from hfspark.jobs.models import (
@@ -57,15 +64,6 @@ if TYPE_CHECKING:
 __all__ = ["JobFailed", "job_session", "new_run_id", "run_job", "one_line", "model_load_counts"]
 
 log = logging.getLogger("hfspark.jobs")
-
-
-class JobFailed(HfSparkError, RuntimeError):
-    """A job did not finish; ``report`` holds what it did and ``reason`` says why in one line."""
-
-    def __init__(self, reason: str, report: RunReport) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.report = report
 
 
 def new_run_id() -> str:

@@ -1,15 +1,16 @@
 """The data path of one Arrow batch, straight through:
 
-    Arrow batch (as pandas) -> task inputs -> length-sorted batches -> forward -> typed columns
+    Arrow arrays -> task inputs (rows) -> length-sorted batches -> forward -> one Arrow array
 
-Null rows give a null result without a model call; a bad row gives an ``error`` value
-(``errors="column"``) or fails the task naming its position (``errors="raise"``); the output
-always has exactly as many rows as the input, in the input's order.
+Null rows give a null result without a model call; a bad row (undecodable text, a bad
+image...) gives an ``error`` value (``errors="column"``) or fails the task naming its position
+(``errors="raise"``); the output always has exactly as many rows as the input, in its order.
 
 Example:
-    >>> out = predict_frame(runtime, [pd.Series(["good", None, "bad"])], options)
-    >>> len(out)
-    3
+    >>> import pyarrow as pa
+    >>> out = predict_batch(runtime, [pa.array(["good", None, "bad"])], options, target)
+    >>> len(out), out[1].is_valid
+    (3, False)
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import pandas as pd
+import pyarrow as pa
 
-from hfspark.errors import RowCountMismatchError, RowError
+from hfspark.errors import InputSchemaError, RowCountMismatchError, RowError
+from hfspark.udfs.arrow import BadInput, arrow_result, arrow_rows
 from hfspark.udfs.batching import plan_batches
 from hfspark.udfs.executor import Runtime
 from hfspark.udfs.options import UdfOptions
 
-__all__ = ["check_value_types", "rows_from_columns", "predict_rows", "predict_frame", "to_output"]
+__all__ = ["check_arrow_types", "predict_rows", "predict_batch"]
 
 log = logging.getLogger("hfspark.engine")
 
@@ -33,87 +35,56 @@ _DEFAULT_BATCH_GPU = 32
 _DEFAULT_BATCH_CPU = 8  # on CPU, small length-sorted batches pad least (measured in bench/)
 
 
-def rows_from_columns(columns: Sequence[pd.Series | pd.DataFrame], fields: Sequence[str]) -> list[Any]:
-    """Turn the UDF's pandas inputs into one Python value per row (None for a null row).
-
-    One plain column gives its values; one struct column (a DataFrame) gives dicts; several
-    columns are packed into dicts keyed by the task's input fields, in order.
-    """
-    if len(columns) == 1 and not isinstance(columns[0], pd.DataFrame):
-        return [_none_if_na(v) for v in columns[0].tolist()]
-    if len(columns) == 1:
-        frame = columns[0]
-        names = list(frame.columns)
-    else:
-        frame = pd.concat([c.reset_index(drop=True) for c in columns], axis=1, ignore_index=True)
-        names = list(fields[: len(columns)])
-    records = frame.itertuples(index=False, name=None)
-    rows: list[Any] = []
-    for rec in records:
-        values = [_none_if_na(v) for v in rec]
-        rows.append(None if values[0] is None else dict(zip(names, values, strict=True)))
-    return rows
+def _coarse(t: pa.DataType) -> str:
+    """An Arrow type as the coarse Spark names adapters declare (string, binary, struct...)."""
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return "binary"
+    if pa.types.is_struct(t):
+        return "struct"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        el = t.value_type
+        if pa.types.is_floating(el):
+            return "array<float>"
+        return "array<struct>" if pa.types.is_struct(el) else f"array<{_coarse(el)}>"
+    return {"int64": "bigint", "int32": "int", "int16": "smallint", "int8": "tinyint",
+            "float": "float", "double": "double", "bool": "boolean"}.get(str(t), str(t))
 
 
-_PY_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "binary": (bytes, bytearray, memoryview),
-    "struct": (dict,),
-}
-
-
-def check_value_types(task: str, columns: Sequence[pd.Series | pd.DataFrame]) -> None:
-    """Refuse a batch whose columns do not hold the task's input types, before any model load.
+def check_arrow_types(task: str, arrays: Sequence[pa.Array]) -> None:
+    """Refuse a batch whose columns are not of the task's input types, before any model load.
 
     The driver checks types whenever it knows the DataFrame (``transform``, ``check_input``,
-    jobs); a UDF applied to a column of the wrong type elsewhere (e.g. ``f("id")`` or SQL)
-    fails here, on its first batch, with the same advice, instead of loading the model and
-    failing every row.
+    jobs); a UDF applied to a column of the wrong type elsewhere (``f("id")``, SQL) fails
+    here, on its first batch, with the same advice, instead of loading the model and failing
+    every row.
 
     Example:
-        >>> check_value_types("feature-extraction", [pd.Series([1, 2])])
+        >>> check_arrow_types("feature-extraction", [pa.array([1, 2])])
         Traceback (most recent call last):
         hfspark.errors.InputSchemaError: Task 'feature-extraction': input 'text' must be ...
     """
-    from hfspark.errors import InputSchemaError
     from hfspark.tasks import get_task
 
     adapter = get_task(task)
     fields = adapter.input_fields
-    accepted_first = adapter.input_types.get(fields[0], ("string",))
-    if len(columns) == 1 and isinstance(columns[0], pd.DataFrame) and "struct" not in accepted_first:
-        named = [(str(n), columns[0][n]) for n in columns[0].columns]
+    first = tuple(adapter.input_types.get(fields[0], ("string",)))
+    if len(arrays) == 1 and pa.types.is_struct(arrays[0].type) and "struct" not in first:
+        named = [(f.name, f.type) for f in arrays[0].type]
     else:
-        named = list(zip(fields, columns, strict=False))
-    for name, col in named:
+        named = [(name, a.type) for name, a in zip(fields, arrays, strict=False)]
+    for name, atype in named:
+        if name not in fields or pa.types.is_null(atype):
+            continue
         accepted = tuple(adapter.input_types.get(name, ("string",)))
-        if isinstance(col, pd.DataFrame):
-            if "struct" in accepted or name not in fields:
-                continue
-            got = "struct"
-        else:
-            value = next((v for v in col.tolist() if _none_if_na(v) is not None), None)
-            if value is None or name not in fields:
-                continue
-            checks = [_PY_TYPES.get(a) for a in accepted]
-            if any(c is None for c in checks) and not isinstance(value, (int, float)):
-                continue  # arrays and other types: the adapter's convert() checks each row
-            if any(c is not None and isinstance(value, c) for c in checks):
-                continue
-            got = f"{type(value).__name__} values ({col.dtype})"
-        raise InputSchemaError(
-            f"Task {task!r}: input {name!r} must be of Spark type {' or '.join(accepted)}, got "
-            f"{got}. Cast the column (e.g. F.col(c).cast('string')) or pick another one; "
-            f"udf.check_input(df, ...) or udf.transform(df, ...) checks this on the driver."
-        )
-
-
-def _none_if_na(value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, float) and value != value:  # NaN from pandas for a null
-        return None
-    return value
+        got = _coarse(atype)
+        if got not in accepted:
+            raise InputSchemaError(
+                f"Task {task!r}: input {name!r} must be of Spark type {' or '.join(accepted)}, "
+                f"got {got}. Cast the column (e.g. F.col(c).cast('string')) or pick another "
+                f"one; udf.check_input(df, ...) or udf.transform(df, ...) checks this on the driver."
+            )
 
 
 def _describe(exc: BaseException) -> str:
@@ -148,6 +119,9 @@ class _Run:
         adapter, positions, items = self.rt.adapter, [], []
         for pos, value in enumerate(rows):
             if value is None:
+                continue
+            if isinstance(value, BadInput):
+                self.fail(pos, RowError(value.reason))
                 continue
             try:
                 items.append(adapter.convert(value))
@@ -234,31 +208,16 @@ def predict_rows(runtime: Runtime, rows: list[Any], options: UdfOptions) -> tupl
     return run.results, run.errors
 
 
-def to_output(results: list[Any], errors: list[str | None], adapter: Any, options: UdfOptions) -> pd.DataFrame | pd.Series:
-    """Shape results as the UDF's pandas return value (DataFrame for structs, Series for arrays)."""
+def predict_batch(runtime: Runtime, arrays: Sequence[pa.Array], options: UdfOptions,
+                  target: pa.DataType) -> pa.Array:
+    """One Arrow batch in, one Arrow array out (same row count, same order)."""
     from pyspark.sql.types import StructType
 
-    out_type = adapter.output_type()
-    if isinstance(out_type, StructType):
-        names = [f.name for f in out_type.fields]
-        frame = pd.DataFrame(
-            {n: [r.get(n) if r is not None else None for r in results] for n in names}
-        )
-        if options.errors == "column":
-            frame["error"] = errors
-        return frame
-    if options.errors == "column":
-        return pd.DataFrame({adapter.result_field: results, "error": errors})
-    return pd.Series(results, dtype=object)
-
-
-def predict_frame(
-    runtime: Runtime, columns: Sequence[pd.Series | pd.DataFrame], options: UdfOptions
-) -> pd.DataFrame | pd.Series:
-    """One pandas batch in, one pandas batch out (same row count, same order)."""
-    rows = rows_from_columns(columns, runtime.adapter.input_fields)
+    adapter = runtime.adapter
+    rows = arrow_rows(arrays, adapter.input_fields)
     results, errors = predict_rows(runtime, rows, options)
-    out = to_output(results, errors, runtime.adapter, options)
+    out = arrow_result(rows, results, errors, target, options.errors == "column",
+                       adapter.result_field, isinstance(adapter.output_type(), StructType))
     if len(out) != len(rows):
         raise RowCountMismatchError(f"Output has {len(out)} rows for {len(rows)} input rows")
     return out

@@ -20,11 +20,13 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hfspark.flavor.info import ModelInfo
+    from hfspark.udfs.reference import ModelRef
 
 __all__ = [
-    "task_params",
-    "ModelRef",
     "Runtime",
     "get_runtime",
     "load_count",
@@ -37,19 +39,8 @@ __all__ = [
 log = logging.getLogger("hfspark.executor")
 
 _LOCK = threading.RLock()
-_CACHE: OrderedDict[tuple, Runtime] = OrderedDict()
+_CACHE: OrderedDict[tuple[str, str, str], Runtime] = OrderedDict()
 _LOADS = 0
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """The small, picklable reference the driver ships to executors."""
-
-    uri: str
-    task: str
-    content_hash: str
-    options: Any  # UdfOptions (frozen pydantic model)
-    shipped: Any = None  # a Broadcast of the packed model folder, when executors can't read uri
 
 
 @dataclass
@@ -167,47 +158,44 @@ def _cache_limits() -> tuple[int, int]:
     return max(1, entries), mbytes * 2**20
 
 
-def task_params(info: Any, adapter_cls: Any, opts: Any) -> dict[str, Any]:
-    """Task options: saved inference config < saved prompt template < the UDF's params/max_length."""
-    fields = adapter_cls.Options.model_fields
-    params = {k: v for k, v in info.inference_config.items() if k in fields}
-    if getattr(info, "prompt_template", None) and "prompt_template" in fields:
-        params["prompt_template"] = info.prompt_template
-    params.update(opts.params)
-    if opts.max_length is not None and "max_length" in fields:
-        params["max_length"] = opts.max_length
-    return params
+def _local_info(ref: ModelRef) -> ModelInfo:
+    """The driver's ModelInfo, with its folder on this machine (downloaded or unpacked once)."""
+    from hfspark.flavor.store import resolve_local
+
+    if ref.shipped is not None:
+        from hfspark.udfs.shipping import unpack_shipped
+
+        root = Path(unpack_shipped(ref.shipped, ref.content_hash))
+    else:
+        root = resolve_local(ref.uri)  # a local path as it is; a remote one from this machine's cache
+    if Path(root) == Path(ref.info.root):
+        return ref.info  # the driver's folder is readable here (local mode, shared path)
+    return ref.info.relocated(root)
 
 
 def get_runtime(ref: ModelRef) -> Runtime:
-    """The cached runtime for ``ref`` in this process, loading the model on first use."""
+    """The cached runtime for ``ref`` in this process, loading the model on first use.
+
+    Nothing is re-read or re-validated here: the driver resolved ``ref`` (URI, metadata,
+    task options); this only finds the folder on this machine and loads the weights.
+    """
     import torch
 
+    from hfspark.flavor.peft_load import model_dir_for  # PEFT: base + adapter merged, cached
     from hfspark.tasks import get_task
 
     opts = ref.options
     device = choose_device(opts.device) if opts.device_map is None else "auto"
     dtype = choose_dtype(opts.torch_dtype, device if device != "auto" else "cuda")
-    key = (ref.content_hash or ref.uri, ref.task, device, str(dtype), opts.device_map,
-           tuple(sorted((k, repr(v)) for k, v in opts.params.items())), opts.max_length)
+    key = (ref.cache_key, device, str(dtype))
     with _LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-        from hfspark.flavor import read_info
-
         start = time.perf_counter()
-        uri = ref.uri
-        if ref.shipped is not None:
-            from hfspark.udfs.shipping import unpack_shipped
-
-            uri = str(unpack_shipped(ref.shipped, ref.content_hash))
-        info = read_info(uri, task=ref.task)
-        adapter_cls = get_task(ref.task)
-        adapter = adapter_cls(task_params(info, adapter_cls, opts))
+        info = _local_info(ref)
+        adapter = get_task(ref.task)(dict(ref.task_options))
         target = opts.device_map if opts.device_map else device
-        from hfspark.flavor.peft_load import model_dir_for  # PEFT: base + adapter merged, cached
-
         loaded = adapter.load(model_dir_for(info), info.components, target, dtype)
         nbytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
         runtime = Runtime(adapter=adapter, loaded=loaded, device=device, dtype=dtype, nbytes=nbytes)

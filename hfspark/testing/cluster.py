@@ -8,7 +8,7 @@ Logs go to ``<work_dir>/logs/<name>.log``; start-up errors quote their tail. The
 not on the workers' classpath: each driver passes them with ``--jars`` and Spark ships them.
 
 Example:
-    >>> from hfspark.cluster import StandaloneCluster, submit
+    >>> from hfspark.testing.cluster import StandaloneCluster, submit
     >>> with StandaloneCluster(workers=2) as cluster:          # doctest: +SKIP
     ...     done = submit("job.py", ["/tmp/out"], master=cluster.master_url, check=True)
 """
@@ -37,7 +37,7 @@ from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import Any, Self
 
-from hfspark.errors import HfSparkError
+from hfspark.errors import ClusterError
 
 __all__ = ["QUICK_JVM_OPTS", "ClusterError", "StandaloneCluster", "ConnectServer", "submit",
            "submit_command", "spark_home", "process_tree", "still_running"]
@@ -48,10 +48,6 @@ LOOPBACK = "127.0.0.1"
 QUICK_JVM_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:CICompilerCount=1"
 _CONNECT_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 _LIVE: dict[int, subprocess.Popen] = {}  # pid (= process group id) -> process, for atexit
-
-
-class ClusterError(HfSparkError, RuntimeError):
-    """A Spark server or a spark-submit run failed; the message names it and shows its log tail."""
 
 
 def spark_home() -> Path:
@@ -476,7 +472,7 @@ def submit(app: str | Path, args: Sequence[str] = (), *, master: str = "local[2]
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Start a standalone cluster, print how to submit to it, and wait for Ctrl-C."""
-    parser = argparse.ArgumentParser(prog="python -m hfspark.cluster", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m hfspark.testing.cluster", description=main.__doc__)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cores", type=int, default=1, help="cores per worker")
     parser.add_argument("--memory", default="2g", help="executor memory per worker")
