@@ -216,6 +216,26 @@ FAMILIES: tuple[Family, ...] = (
         Case("16-bit grayscale PNG", image("I;16", "PNG", 20, 20), OK),
         Case("CMYK JPEG", image("CMYK", "JPEG", 24, 24), OK),
     ), {"params": {"top_k": 2}}),
+    Family("image-feature-extraction, bytes or paths", "image-feature-extraction", "x string",
+           tuple(f"data:{i}" for i in range(3)), (
+        Case("path to no file", "/no/such/dir/cat.png", "no image file at"),
+        Case("empty path", "", "image path is empty"),
+        Case("path to a text file", "data:text", "not an image"),
+        Case("path to a truncated PNG", "data:truncated", "truncated|corrupt"),
+        Case("path to a decompression bomb", "data:bomb", "too large to decode safely"),
+        Case("unknown fsspec protocol", "nosuchfs://bucket/cat.png", "cannot read the image"),
+        Case("file: URI of an image", "data:uri", OK),
+    )),
+    Family("zero-shot-image-classification", "zero-shot-image",
+           "x binary, labels array<string>", tuple((g, ["cat", "dog"]) for g in GOOD_IMAGES), (
+        Case("no candidate labels", (GOOD_IMAGES[0], None), "no candidate labels"),
+        Case("a null label", (GOOD_IMAGES[0], ["cat", None]), "must be strings"),
+        Case("2,000 candidate labels", (GOOD_IMAGES[0], [f"l{i}" for i in range(2000)]),
+             "max_candidate_labels"),
+        Case("corrupt image with labels", (b"\x89PNG garbage" * 30, ["cat"]), "not an image"),
+        Case("empty image with labels", (b"", ["cat"]), "image bytes are empty"),
+        Case("null image (first column)", (None, ["cat"]), NULL),
+    )),
 )
 
 #: tasks the saved models are saved with (``saved`` fixture key -> tiny model, task).
@@ -232,6 +252,11 @@ SAVED = {
     "asr-ctc": ("asr-ctc", "automatic-speech-recognition"),
     "audio-classification": ("audio-classification", "audio-classification"),
     "image-classification": ("image-classification", "image-classification"),
+}
+#: the same for the tiny vision models (tests/tiny_vision.py).
+VISION_SAVED = {
+    "image-feature-extraction": ("vit", "image-feature-extraction"),
+    "zero-shot-image": ("clip", "zero-shot-image-classification"),
 }
 CHAT_TEMPLATE = (
     "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }}\n{% endfor %}"
@@ -256,7 +281,36 @@ def saved(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
     (chat / "tokenizer_config.json").write_text(json.dumps({**tok, "chat_template": CHAT_TEMPLATE}))
     save_model(str(chat), root / "text-generation-chat", task="text-generation")
     out["text-generation-chat"] = str(root / "text-generation-chat")
+    from tests.tiny_vision import build_vision
+
+    vision = build_vision(root / "vision-src")
+    for key, (tiny, task) in VISION_SAVED.items():
+        save_model(str(vision[tiny]), root / key, task=task)
+        out[key] = str(root / key)
     return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def image_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Image files for the path cases: ``data:NAME`` values in FAMILIES are replaced by their path."""
+    root = tmp_path_factory.mktemp("image-files")
+    files = {**{str(i): image("RGB", "PNG", 32, 32, i) for i in range(3)},
+             "text": b"just some text, not an image", "truncated": image("RGB", "PNG", 64, 64)[:2000],
+             "bomb": png_header(100_000, 100_000), "uri": image("RGB", "JPEG", 20, 20)}
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    _IMAGE_FILES.update({f"data:{n}": str(root / n) for n in files})
+    _IMAGE_FILES["data:uri"] = f"file://{root / 'uri'}"
+    yield
+    _IMAGE_FILES.clear()
+
+
+_IMAGE_FILES: dict[str, str] = {}
+
+
+def _files(value: Any) -> Any:
+    """A ``data:NAME`` placeholder as the path of that image file (see ``image_files``)."""
+    return _IMAGE_FILES.get(value, value) if isinstance(value, str) else value
 
 
 def _udf(saved: dict[str, str], family: Family) -> Any:
@@ -281,7 +335,7 @@ def _frame(spark: Any, family: Family) -> tuple[Any, list[tuple[int, str, int]]]
 
     def values(kind: str, ref: int) -> tuple:
         v = family.cases[ref].make() if kind == "bad" else family.good[ref]
-        return tuple(v) if n_inputs > 1 else (v,)
+        return tuple(v) if n_inputs > 1 else (_files(v),)
 
     mixed = [(i, kind, ref, *values(kind, ref)) for i, kind, ref in plan]
     good_alone = [(i, kind, ref, *values(kind, ref)) for i, kind, ref in alone]

@@ -352,3 +352,92 @@ def test_image_to_text_batches_sampling_and_errors(vision: dict[str, Path]) -> N
 
     with pytest.raises(ModelValidationError, match="architecture ends with"):  # on the driver
         read_info(str(vision["detr"]), task="image-to-text")
+
+
+# --------------------------------------------------------------------------------- on Spark
+def test_image_tasks_on_spark(spark: Any, vision: dict[str, Path], tmp_path: Path) -> None:
+    """A binaryFile folder through every image task: bytes, paths and the binaryFile struct."""
+    from pyspark.sql import functions as F
+
+    from hfspark.flavor import save_model
+    from hfspark.tasks.object_detection import ObjectDetection
+    from hfspark.tasks.zero_shot_image import ZeroShotImageClassification
+    from hfspark.udfs import model_udf
+
+    folder = tmp_path / "images with space"
+    folder.mkdir()
+    names = [
+        f"img{i}.{fmt}" for i, fmt in enumerate(("png", "jpg", "webp", "png", "png", "gif", "tiff"))
+    ]
+    for name, data in zip(names, IMAGES, strict=True):
+        (folder / name).write_bytes(data)
+    (folder / "zz-broken.png").write_bytes(IMAGES[0][:100])
+    saved = {}
+    for key, task in [
+        ("clip", "zero-shot-image-classification"),
+        ("detr", "object-detection"),
+        ("captioner", "image-to-text"),
+    ]:
+        save_model(str(vision[key]), tmp_path / f"saved-{key}", task=task)
+        saved[key] = str(tmp_path / f"saved-{key}")
+    df = spark.read.format("binaryFile").load(str(folder)).coalesce(1)  # one worker: few loads
+    df = df.withColumn(
+        "labels", F.when(F.col("path").contains("img1"), F.array(F.lit("plane"), F.lit("car")))
+    )
+    embed = model_udf(saved["clip"], task="image-feature-extraction", errors="column", device="cpu")
+    embed_text = model_udf(saved["clip"], task="feature-extraction", device="cpu")
+    tag = model_udf(
+        saved["clip"],
+        errors="column",
+        device="cpu",
+        params={"candidate_labels": ["cat", "dog", "car"]},
+    )
+    detect = model_udf(saved["detr"], errors="column", device="cpu", params={"threshold": 0.3})
+    caption = model_udf(
+        saved["captioner"], errors="column", device="cpu", params={"max_new_tokens": 4}
+    )
+    assert tag.returnType.simpleString() == (
+        "struct<labels:array<string>,scores:array<double>,error:string>"
+    )
+    assert embed.returnType.simpleString() == "struct<embedding:array<float>,error:string>"
+    embed.check_input(df, "content")
+    clip_cols = df.select(
+        "path",
+        embed("content").alias("by_bytes"),
+        embed("path").alias("by_path"),
+        embed(F.struct("path", "content")).alias("by_struct"),
+        tag("content", "labels").alias("tag"),
+    ).collect()
+    other_cols = df.select(
+        "path", detect("content").alias("det"), caption("content").alias("cap")
+    ).collect()
+    by_path = {r.path: r.asDict() for r in other_cols}
+    out = sorted(({**r.asDict(), **by_path[r.path]} for r in clip_cols), key=lambda r: r["path"])
+    assert [Path(r["path"]).name for r in out] == [*names, "zz-broken.png"]
+    good, broken = out[:-1], out[-1]
+    for col in ("by_bytes", "by_path", "by_struct", "tag", "det", "cap"):
+        assert broken[col].error and "corrupt or truncated" in broken[col].error, col
+        assert all(r[col].error is None for r in good), col
+    vectors = run_adapter(ImageFeatureExtraction({}), vision["clip"], IMAGES)
+    for r, vec in zip(good, vectors, strict=True):
+        _close(r["by_bytes"].embedding, vec)
+        _close(r["by_path"].embedding, vec)
+        _close(r["by_struct"].embedding, vec)
+    tags = run_adapter(
+        ZeroShotImageClassification({"candidate_labels": ["cat", "dog", "car"]}),
+        vision["clip"],
+        [
+            {"image": d, "candidate_labels": ["plane", "car"] if i == 1 else None}
+            for i, d in enumerate(IMAGES)
+        ],
+    )
+    for r, t in zip(good, tags, strict=True):
+        assert r["tag"].labels == t["labels"]
+        _close(r["tag"].scores, t["scores"])
+    dets = run_adapter(ObjectDetection({"threshold": 0.3}), vision["detr"], IMAGES)
+    for r, d in zip(good, dets, strict=True):
+        _same_detections([x.asDict(recursive=True) for x in r["det"].objects], d)
+    assert all(r["cap"].finish_reason == "length" and r["cap"].completion_tokens == 4 for r in good)
+    texts = spark.createDataFrame([(t,) for t in TEXTS], "text string")
+    text_vecs = [r.v for r in texts.select(embed_text("text").alias("v")).collect()]
+    _close(text_vecs, run_adapter(FeatureExtraction({}), vision["clip"], TEXTS))

@@ -68,7 +68,7 @@ class ImageOptions(TaskOptions):
 
 
 def read_uri(uri: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
-    """The bytes of an image file: a local path, ``file://`` URL or fsspec URL (``s3://``...).
+    """The bytes of an image file: a local path, a ``file:`` URI or an fsspec URL (``s3://``...).
 
     Raises:
         RowError: no such file, unreadable, or larger than ``max_bytes``.
@@ -79,7 +79,11 @@ def read_uri(uri: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
     """
     if not uri.strip():
         raise RowError("the image path is empty")
-    path = uri[len("file://") :] if uri.startswith("file://") else uri
+    path = uri
+    if uri.startswith("file:"):  # file:///x, and Spark's own file:/x (binaryFile's path column)
+        from urllib.parse import unquote, urlparse
+
+        path = unquote(urlparse(uri).path)
     try:
         if "://" in path:
             import fsspec
