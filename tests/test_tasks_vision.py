@@ -441,3 +441,36 @@ def test_image_tasks_on_spark(spark: Any, vision: dict[str, Path], tmp_path: Pat
     texts = spark.createDataFrame([(t,) for t in TEXTS], "text string")
     text_vecs = [r.v for r in texts.select(embed_text("text").alias("v")).collect()]
     _close(text_vecs, run_adapter(FeatureExtraction({}), vision["clip"], TEXTS))
+
+
+def test_image_embeddings_job(spark: Any, vision: dict[str, Path], tmp_path: Path) -> None:
+    """conf/image_embeddings.yaml: the sample images folder to Delta with a tiny CLIP."""
+    from hfspark.flavor import save_model
+    from hfspark.jobs import load_config, run_job
+
+    root = Path(__file__).resolve().parents[1]
+    save_model(str(vision["clip"]), tmp_path / "clip", task="image-feature-extraction")
+    conf = load_config(
+        root / "conf" / "image_embeddings.yaml",
+        [
+            f"models.embedding.uri={tmp_path / 'clip'}",
+            f"input.path={root / 'data' / 'images'}",
+            f"output.path={tmp_path / 'out'}",
+            "run.report_path=null",
+            "run.progress=off",
+            "models.embedding.options.device=cpu",
+        ],
+    )
+    report = run_job(conf, spark)
+    assert report.status == "succeeded", report.reason
+    rows = spark.read.format("delta").load(str(tmp_path / "out")).collect()
+    files = sorted(p.name for p in (root / "data" / "images").iterdir())
+    assert sorted(Path(r.path).name for r in rows) == files and "content" not in rows[0].asDict()
+    vectors = {Path(r.path).name: r.embedding.embedding for r in rows}
+    expected = run_adapter(
+        ImageFeatureExtraction({}),
+        vision["clip"],
+        [(root / "data" / "images" / f).read_bytes() for f in files],
+    )
+    for name, vec in zip(files, expected, strict=True):
+        _close(vectors[name], vec)
