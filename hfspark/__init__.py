@@ -26,7 +26,20 @@ _EXPORTS = {
     "register": "hfspark.udfs.factory",
     "register_all": "hfspark.sql",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "HfSparkError",
+    "ModelInfo",
+    "ModelUDF",
+    "load_model",
+    "local_spark",
+    "log_model",
+    "model_udf",
+    "read_info",
+    "register",
+    "register_all",
+    "save_model",
+    "with_hfspark",
+]
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:

@@ -56,7 +56,10 @@ class HfSparkError(Exception):
             >>> str(e)
             "models[0] (embed): unknown key 'x'"
         """
-        self.args = (f"{where}: {self}", *self.args[1:])
+        text = f"{where}: {self}"
+        self.args = (text, *self.args[1:])
+        if isinstance(self, ImportError):  # ImportError prints its .msg, not its args
+            setattr(self, "msg", text)  # noqa: B010 - ImportError.msg, untyped in its base
 
 
 class ConfigError(HfSparkError, ValueError):

@@ -14,18 +14,15 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import copy
 import difflib
-import json
 import logging
 import os
 import re
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -39,8 +36,7 @@ if TYPE_CHECKING:
     from hfspark.udfs import ModelUDF
 
 __all__ = ["FunctionSpec", "SqlConfig", "StatementResult", "load_functions", "register_all",
-           "split_statements", "execute", "format_table", "sql_session", "add_sql_command",
-           "sql_command"]
+           "split_statements", "execute", "format_table", "sql_session"]
 
 log = logging.getLogger("hfspark.sql")
 _SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -350,50 +346,3 @@ def sql_session(config: SqlConfig, *, embedded: bool = True, remote: str | None 
     for key, value in config.spark.conf.items():
         builder = builder.config(key, str(value))
     return builder.getOrCreate()
-
-
-def add_sql_command(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``hfspark sql [FUNCTIONS] -e SQL | -f FILE`` to the ``hfspark`` command."""
-    p = subparsers.add_parser("sql", help="run SQL statements with models as SQL functions")
-    p.add_argument("functions", nargs="?", help="functions file (YAML): name -> model uri, options")
-    p.add_argument("-e", "--execute", dest="scripts", action="append", metavar="SQL",
-                   type=lambda s: ("-e", s), help="SQL statements (';'-separated; repeatable)")
-    p.add_argument("-f", "--file", dest="scripts", action="append", metavar="FILE",
-                   type=lambda s: ("-f", s), help="a file of SQL statements ('-': stdin)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting, e.g. --set sentiment.batch_size=8")
-    p.add_argument("--remote", default=os.environ.get("SPARK_REMOTE"), metavar="URL",
-                   help="a Spark Connect server, sc://host:port (default: $SPARK_REMOTE)")
-    p.add_argument("--limit", type=int, default=20, help="most rows printed per query (20)")
-    p.add_argument("--json", action="store_true", help="print query rows as JSON lines")
-    return p
-
-
-def _read_scripts(scripts: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    out = []
-    for kind, value in scripts:
-        if kind == "-f" and value != "-" and not Path(value).is_file():
-            raise ConfigError(f"SQL file {value!r} not found")
-        out.append(("-e", value) if kind == "-e" else ("<stdin>", sys.stdin.read()) if value == "-"
-                   else (value, Path(value).read_text(encoding="utf-8")))
-    for _, text in out:
-        _split(text)  # unterminated quotes fail before Spark starts
-    return out
-
-
-def sql_command(args: argparse.Namespace, embedded: bool = True, out: TextIO | None = None) -> int:
-    """Run ``hfspark sql``: register the functions, run every statement, print query results."""
-    out = out or sys.stdout
-    if not args.scripts:
-        raise ConfigError("hfspark sql: give statements with -e 'SELECT ...' or a file with -f")
-    config = load_functions(args.functions or {}, args.overrides)
-    scripts = _read_scripts(args.scripts)
-    spark = sql_session(config, embedded=embedded, remote=args.remote)
-    register_all(spark, config)
-    for source, text in scripts:
-        for result in execute(spark, text, limit=args.limit, source=source):
-            lines = ([json.dumps(r.asDict(recursive=True), default=str, ensure_ascii=False)
-                      for r in result.rows] if args.json else [format_table(result), ""])
-            if lines:
-                print("\n".join(lines), file=out, flush=True)
-    return 0

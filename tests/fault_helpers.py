@@ -179,8 +179,8 @@ def executor_logs(work_dir: Path) -> str:
 
 def spark_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment ``hfspark.testing.cluster.submit`` gives a driver, for a driver we kill ourselves."""
-    from hfspark.testing.cluster import LOOPBACK, spark_home
     from hfspark.session import worker_env
+    from hfspark.testing.cluster import LOOPBACK, spark_home
 
     env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}
     env.update(worker_env(), SPARK_HOME=str(spark_home()), SPARK_LOCAL_IP=LOOPBACK)

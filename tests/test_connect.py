@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from hfspark.testing.cluster import ConnectServer
 from hfspark.errors import ConfigError
+from hfspark.testing.cluster import ConnectServer
 from tests.servers import connect_server  # noqa: F401
 
 pytestmark = [pytest.mark.connect, pytest.mark.filterwarnings("ignore")]

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hfspark.errors import RowError
-from hfspark.udfs.batching import plan_batches
 from hfspark.udfs.arrow import BadInput, arrow_rows, arrow_type
+from hfspark.udfs.batching import plan_batches
 from hfspark.udfs.engine import predict_batch
 from hfspark.udfs.executor import Runtime, choose_device, choose_dtype
 from hfspark.udfs.options import UdfOptions

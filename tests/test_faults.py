@@ -35,7 +35,13 @@ from typing import Any
 import pytest
 import yaml
 
-from hfspark.testing.cluster import StandaloneCluster, process_tree, still_running, submit, submit_command
+from hfspark.testing.cluster import (
+    StandaloneCluster,
+    process_tree,
+    still_running,
+    submit,
+    submit_command,
+)
 from tests.fault_helpers import (
     APPS,
     ROOT,

@@ -145,8 +145,7 @@ def test_job_by_version_and_alias(spark, registry, store, tmp_path: Path):
 
 
 def test_sql_function_by_alias(spark, registry, store, tmp_path: Path):
-    from hfspark.sql import execute
-    from hfspark.sql import register_all
+    from hfspark.sql import execute, register_all
 
     spark.createDataFrame(list(enumerate(TEXTS)), "id long, text string").createOrReplaceTempView("t")
     udfs = register_all(spark, {"champion": {"uri": f"models:/{NAME}@champion", "errors": "column"},

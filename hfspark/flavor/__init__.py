@@ -22,7 +22,15 @@ _EXPORTS = {
     "resolve_local": "hfspark.flavor.store",
     "resolve_uri": "hfspark.flavor.resolver",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ModelInfo",
+    "load_model",
+    "log_model",
+    "read_info",
+    "resolve_local",
+    "resolve_uri",
+    "save_model",
+]
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:

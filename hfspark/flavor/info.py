@@ -202,7 +202,7 @@ def read_info(
         saved_task = saved.get(HfSparkKey.TASK) or flavor_conf.get(FlavorKey.TASK)
         if not (task or saved_task):
             raise ModelValidationError(f"{label} records no task; pass task=...")
-        final_task = canonical_task(task or saved_task)
+        final_task = canonical_task(str(task or saved_task))
         flavor = "hfspark" if saved else "mlflow"
         if saved and final_task == saved.get(HfSparkKey.TASK):
             options = dict(saved.get(HfSparkKey.INFERENCE_CONFIG) or {})
@@ -255,14 +255,14 @@ def read_info(
         except ConfigError:
             schema = None
     section = dict(saved) or md.build_hfspark_section(
-        task=final_task, inference_config=options, schema=schema, content_hash=digest,
+        task=final_task, inference_config=options, schema=schema, content_hash=str(digest or ""),
         weight_files={f.name: {"size": f.stat().st_size, "sha256": file_sha256(f)} for f in files},
         components=sorted(components),
         version_info={"transformers": flavor_conf.get(FlavorKey.TRANSFORMERS_VERSION)},
     )
     return ModelInfo(
         uri=str(uri), root=root, task=final_task, model_dir=model_dir, components=components,
-        content_hash=digest, inference_config=options, torch_dtype=dtype, flavor=flavor,
+        content_hash=str(digest or ""), inference_config=options, torch_dtype=dtype, flavor=flavor,
         metadata={"mlmodel": doc, "hfspark": section, "config": config,
                   **({"peft": peft} if peft is not None else {}),
                   "mlflow_task": flavor_conf.get(FlavorKey.TASK) or mlflow_task_name(final_task)},

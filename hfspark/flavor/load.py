@@ -180,4 +180,4 @@ def load_model(
     kwargs = {k: v for k, v in parts.items() if k != "processor"}
     if not (dev == "auto" or isinstance(dev, dict)):
         kwargs["device"] = dev
-    return transformers.pipeline(task=pipeline_task, **kwargs)
+    return transformers.pipeline(task=pipeline_task, **kwargs)  # type: ignore[arg-type]  # stubs: task=None only

@@ -208,10 +208,10 @@ def _write(stage: Path, source: Source, task: str, mlflow_task: str, options: di
            dtype: str | None, model_card: Any, example: Any, user_meta: dict,
            prompt_template: str | None) -> None:
     """Write weights, components, files and MLmodel (last) into the staging folder."""
-    from hfspark.flavor.peft import peft_version, write_peft
+    from hfspark.flavor.peft import PeftSource, peft_version, write_peft
 
     peft_section: dict | None = getattr(source, "peft_info", None)
-    if getattr(source, "is_peft", False):  # adapter in peft/, base weights referenced
+    if isinstance(source, PeftSource):  # adapter in peft/, base weights referenced
         classes, peft_flavor, peft_section, digest = write_peft(stage, source, task, mlflow_task,
                                                                 options, dtype)
         model_dir = source.base.model_dir  # type: ignore[attr-defined]

@@ -59,6 +59,8 @@ class Source:
     source_name: str = ""
     dtype: str | None = None
     readme: str | None = None
+    #: PEFT provenance of a merged adapter (base URI and hashes), written into the metadata.
+    peft_info: dict[str, Any] | None = None
 
     @property
     def model_type(self) -> str:

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hfspark.errors import ConfigError, HfSparkError, ModelValidationError
 from hfspark.tasks.registry import TASKS, canonical_task
+
+if TYPE_CHECKING:
+    from hfspark.tasks.base import TaskAdapter
 
 __all__ = [
     "TASK_ARCHITECTURES",
@@ -125,7 +128,7 @@ _INFERENCE_ORDER: tuple[tuple[str, str], ...] = (
 )
 
 
-def adapter_class(task: str) -> type | None:
+def adapter_class(task: str) -> type[TaskAdapter] | None:
     """The adapter class of ``task``, or None when its module is not importable (yet)."""
     from hfspark.tasks.registry import get_task
 
@@ -211,7 +214,7 @@ def infer_task(config: Mapping[str, Any], components: set[str] | None = None) ->
         try:
             from transformers.models.auto import modeling_auto
         except ImportError:  # pragma: no cover - transformers is a dependency
-            modeling_auto = None
+            modeling_auto = None  # type: ignore[assignment]
         for table, candidate in _INFERENCE_ORDER:
             mapping = getattr(modeling_auto, table, {}) if modeling_auto else {}
             known = {n for v in mapping.values() for n in _arch_names(v)}

@@ -154,7 +154,7 @@ class OutputSection(_Section):
     @property
     def target(self) -> str:
         """The path or table name, for messages."""
-        return self.table if self.format == "table" else self.path or ""
+        return (self.table or "") if self.format == "table" else self.path or ""
 
     @property
     def is_delta(self) -> bool:

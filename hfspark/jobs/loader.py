@@ -116,7 +116,7 @@ def parse_yaml(text: str, source: str, env: Mapping[str, str] | None = None) -> 
             if isinstance(value, str) and "$" in value:
                 value = interpolate(value, env, mark)
                 whole = _ENV.fullmatch(n.value) is not None
-                if whole and n.style is None:
+                if whole and getattr(n, "style", None) is None:
                     value = _yaml_scalar(value)
             return value
 
@@ -237,7 +237,7 @@ def load_config(
 
 # ----------------------------------------------------------------------------- error messages
 def _config_error(exc: ValidationError, data: Any, marks: Marks, source: str) -> ConfigError:
-    grouped: dict[tuple, list[dict]] = {}
+    grouped: dict[tuple, list[Any]] = {}
     for err in exc.errors():
         grouped.setdefault(_data_path(data, err["loc"], err["type"]), []).append(err)
     lines = []

@@ -257,9 +257,10 @@ def _interrupted(state: _Run, exc: JobInterrupted) -> None:
 
 
 def _spark_info(spark: Any) -> dict[str, Any]:
-    import hfspark
+    from pathlib import Path
 
-    info: dict[str, Any] = {"version": spark.version, "hfspark_from": str(hfspark.__file__)}
+    here = Path(__file__).resolve().parents[1] / "__init__.py"  # which hfspark ran the job
+    info: dict[str, Any] = {"version": spark.version, "hfspark_from": str(here)}
     try:
         sc = spark.sparkContext
         info.update(master=sc.master, app_id=sc.applicationId, default_parallelism=sc.defaultParallelism)
@@ -313,7 +314,7 @@ def _prepare(state: _Run) -> tuple[Plan, InputStats]:
     state.resume = job.run.resume_enabled(job)
     report.resume = state.resume
     done = existing if state.resume else None
-    if done is not None:
+    if done is not None and job.input.id_column:
         check_columns(done, [job.input.id_column], f"output {job.output.target!r} (to resume)")
     stats = input_stats(df, job.input.id_column)
     n = n_chunks_for(stats.rows, job.run.chunk_rows)

@@ -80,7 +80,7 @@ def read_input(spark: SparkSession, inp: InputSection) -> DataFrame:
 
     try:
         if inp.format == "table":
-            df = spark.read.table(inp.name)
+            df = spark.read.table(inp.name or "")
         else:
             reader = spark.read.format(inp.format)
             opts: dict[str, Any] = dict(_READ_DEFAULTS.get(inp.format, {}))
@@ -115,7 +115,7 @@ def read_input(spark: SparkSession, inp: InputSection) -> DataFrame:
 def output_exists(spark: SparkSession, out: OutputSection) -> bool:
     """Whether the output table or folder holds data already."""
     if out.format == "table":
-        return spark.catalog.tableExists(out.table)
+        return spark.catalog.tableExists(out.target)
     if out.format == "delta" and out.path and _holds_foreign_files(out.path):
         raise ConfigError(
             f"Output path {out.path} is not a Delta table but is not empty: choose an empty "
@@ -140,7 +140,7 @@ def read_output(spark: SparkSession, out: OutputSection) -> DataFrame | None:
     """The rows written so far (None when the output does not exist yet)."""
     try:
         if out.format == "table":
-            return spark.read.table(out.table) if spark.catalog.tableExists(out.table) else None
+            return spark.read.table(out.target) if spark.catalog.tableExists(out.target) else None
         reader = spark.read.format(out.format)
         if out.format == "csv":
             reader = reader.option("header", "true").option("multiLine", "true").option("escape", '"')
@@ -178,7 +178,7 @@ def write_frame(
     if out.format == "table":
         if out.path:
             writer = writer.option("path", out.path)
-        writer.saveAsTable(out.table)
+        writer.saveAsTable(out.target)
     else:
         writer.save(out.path)
 
@@ -212,8 +212,8 @@ def describe_output(spark: SparkSession, out: OutputSection) -> dict[str, Any]:
         try:
             from delta.tables import DeltaTable
 
-            table = (DeltaTable.forName(spark, out.table) if out.format == "table"
-                     else DeltaTable.forPath(spark, out.path))
+            table = (DeltaTable.forName(spark, out.target) if out.format == "table"
+                     else DeltaTable.forPath(spark, out.target))
             last = table.history(1).collect()[0]
             info["version"] = int(last["version"])
             if out.format == "table":

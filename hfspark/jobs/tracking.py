@@ -238,10 +238,11 @@ class JobTracker:
 
     def _loop(self, report: RunReport) -> None:
         while not self._stop.wait(self.conf.log_every_s):
-            if not self._call(
-                lambda: (self._log_models(report), self._log_progress(report)),
-                "log metrics to the MLflow run",
-            ):
+            def log_metrics() -> None:
+                self._log_models(report)
+                self._log_progress(report)
+
+            if not self._call(log_metrics, "log metrics to the MLflow run"):
                 return
 
     def _log_models(self, report: RunReport) -> None:

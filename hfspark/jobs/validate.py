@@ -50,7 +50,7 @@ def validate_job(job: JobConfig, spark: SparkSession) -> dict[str, Any]:
         raise ConfigError(f"output {job.output.target!r} exists and output.mode is 'error'")
     if exists and resume:
         done = read_output(spark, job.output)
-        if done is not None:
+        if done is not None and job.input.id_column:
             check_columns(done, [job.input.id_column], f"output {job.output.target!r} (to resume)")
     return {
         "input": {f.name: f.dataType.simpleString() for f in df.schema.fields},

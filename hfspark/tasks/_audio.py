@@ -170,15 +170,16 @@ def _check_rate(rate: int) -> int:
 
 def _from_struct(value: Mapping[str, Any]) -> Audio:
     array, rate = value.get("array"), value.get("sampling_rate")
+    rate_value: Any = rate
     if array is None:
         raise RowError("the audio struct has no 'array' of samples")
     try:
-        integral = not isinstance(rate, (bool, str)) and float(rate).is_integer()
+        integral = not isinstance(rate, (bool, str)) and float(rate_value).is_integer()
     except (TypeError, ValueError):
         integral = False
     if not integral:
         raise RowError(f"the audio struct needs an integer 'sampling_rate', got {rate!r}")
-    rate = _check_rate(int(rate))
+    rate = _check_rate(int(rate_value))
     try:
         samples = np.asarray(array, dtype=np.float32)
     except (TypeError, ValueError) as e:

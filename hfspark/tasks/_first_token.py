@@ -51,11 +51,11 @@ class FirstTokenLayer(nn.Module):
 
     def __init__(self, layer: nn.Module) -> None:
         super().__init__()
-        self.layer = layer
+        self.layer: Any = layer  # a BERT-layout layer: its submodules are read by name
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 *args: Any, **kwargs: Any) -> torch.Tensor:
-        attn = self.layer.attention.self
+        attn: Any = self.layer.attention.self
         batch, tokens, _ = hidden_states.shape
         first = hidden_states[:, :1]
 
@@ -74,7 +74,7 @@ class FirstTokenLayer(nn.Module):
         return self.layer.feed_forward_chunk(attention_output)
 
 
-def _kernel(attn: nn.Module) -> Any:
+def _kernel(attn: Any) -> Any:
     """The attention function the model itself calls: its registry's choice, eager by default."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 

@@ -94,7 +94,7 @@ def check_fast(loaded: LoadedModel, task: str) -> None:
         )
 
 
-def split_rows(enc: Any, keys: Sequence[str]) -> list[dict[str, list]]:
+def split_rows(enc: Any, keys: Sequence[str]) -> list[dict[str, Any]]:
     """Split a BatchEncoding of Python lists into one dict per row (only ``keys`` that exist)."""
     present = [k for k in keys if k in enc]
     return [{k: enc[k][i] for k in present} for i in range(len(enc["input_ids"]))]

@@ -171,7 +171,7 @@ class QuestionAnswering(TaskAdapter):
         null = p_start[:, 0] * p_end[:, 0]
         p_start, p_end = p_start * ctx, p_end * ctx  # CLS (and everything else) out of the spans
         span_score, span_start, span_len = _best_spans(p_start, p_end, ctx, self.options.max_answer_len)
-        span_score, span_start, span_len, null = (
+        span_score, span_start, span_len, null = (  # type: ignore[assignment]  # tensors -> arrays
             t.cpu().numpy() for t in (span_score, span_start, span_len, null)
         )
         results, w0 = [], 0

@@ -20,7 +20,16 @@ _EXPORTS = {
     "UdfOptions": "hfspark.udfs.options",
     "load_count": "hfspark.udfs.executor",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ModelRef",
+    "ModelUDF",
+    "UdfOptions",
+    "load_count",
+    "model_udf",
+    "output_type",
+    "register",
+    "resolve_model",
+]
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:

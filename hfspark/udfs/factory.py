@@ -101,7 +101,8 @@ class ModelUDF:
 
         fn = _make_predict(self.ref, label or self.name)
         fn.__name__ = fn.__qualname__ = self.name  # the result column's default name
-        return arrow_udf(fn, self.returnType, ArrowUDFType.SCALAR_ITER)
+        # pyspark's stubs lack the (function, type, functionType) form it accepts
+        return arrow_udf(fn, self.returnType, ArrowUDFType.SCALAR_ITER)  # type: ignore[call-overload]
 
     def sql_function(self, name: str) -> Any:
         """The Arrow UDF to register as SQL function ``name`` (errors name the function)."""

@@ -23,7 +23,7 @@ import json
 import sys
 from typing import Any
 
-__all__ = ["add_commands", "COMMANDS", "run_command"]
+__all__ = ["add_parser", "COMMANDS", "command"]
 
 COMMANDS = ("save", "log")
 
@@ -51,7 +51,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-def add_commands(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     """Add ``save`` and ``log`` to the ``hfspark`` command's subparsers."""
     save = sub.add_parser("save", help="save a local checkpoint folder with the hfspark flavor")
     _model_args(save)
@@ -85,7 +85,7 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
             print(f"{key + ':':<12} {value}")
 
 
-def run_command(args: argparse.Namespace) -> int:
+def command(args: argparse.Namespace, embedded: bool = True) -> int:
     """Run ``hfspark save`` or ``hfspark log``; returns the exit code (errors propagate)."""
     model = _load_source(args)
     if args.command == "save":
