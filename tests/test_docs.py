@@ -37,7 +37,7 @@ def blocks(path: Path) -> list[tuple[str, str, bool]]:
 def _workdir(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     work = tmp_path / "clone"
     work.mkdir()
-    for name in ("conf", "data", "jobs", "hfspark"):
+    for name in ("conf", "data", "jobs", "hfspark", "examples"):
         (work / name).symlink_to(ROOT / name)
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"

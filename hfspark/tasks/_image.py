@@ -122,7 +122,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
             # our own max_pixels check replaces Pillow's warning; its hard error (twice
             # Image.MAX_IMAGE_PIXELS) still applies
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))  # reads the header only
+            image: Image.Image = Image.open(io.BytesIO(data))  # reads the header only
             width, height = image.size
             if width * height > max_pixels:
                 raise RowError(
@@ -240,7 +240,7 @@ class ImageTask(TaskAdapter):
                     f"Pass the binary column itself, e.g. udf('content')."
                 )
 
-    def convert(self, value: Any) -> Image.Image:
+    def convert(self, value: Any) -> Any:
         """One row -> an RGB Pillow image (size checked before decoding)."""
         return load_image(value, self.options.max_pixels, self.options.max_file_bytes)
 
