@@ -62,7 +62,7 @@ def _variant(src: Path, dst: Path, config: dict | None = None, tokenizer: dict |
         ({"do_sample": True, "num_beams": 3}, "num_beams"),
         ({"prompt_template": "no placeholder"}, "exactly once"),
         ({"prompt_template": "{prompt} {prompt}"}, "exactly once"),
-        ({"prompt_template": "{prompt} {other}"}, "no other field"),
+        ({"prompt_template": "{prompt} {0}"}, "plain column name"),
         ({"prompt_template": "{prompt"}, "not a valid format string"),
         ({"stop": [""]}, "must not be empty"),
         ({"max_new_tokens": 0}, "max_new_tokens"),

@@ -67,11 +67,17 @@ def build_steps(job: JobConfig) -> list[Step]:
     return steps
 
 
-def _input_exprs(step: ModelStep) -> list[tuple[str, Column]]:
-    """(label, column expression) per UDF argument of a step."""
+def _input_exprs(step: ModelStep, by_name: bool = False) -> list[tuple[str, Column]]:
+    """(label, column expression) per UDF argument of a step.
+
+    With ``by_name`` (prompt templates over columns) a list of columns becomes one struct
+    whose fields keep the columns' names (``summary.text`` -> ``text``).
+    """
     from pyspark.sql import functions as F
 
     inputs = step.inputs
+    if by_name and isinstance(inputs, (str, list)):
+        inputs = {c.rsplit(".", 1)[-1]: c for c in ([inputs] if isinstance(inputs, str) else inputs)}
     if isinstance(inputs, str):
         return [(inputs, F.col(inputs))]
     if isinstance(inputs, list):
@@ -116,7 +122,7 @@ def apply_steps(df: DataFrame, steps: list[Step], check: bool = True) -> DataFra
         if check:
             _check_refs(df, cfg, index)
         names = []
-        for j, (_label, expr) in enumerate(_input_exprs(cfg)):
+        for j, (_label, expr) in enumerate(_input_exprs(cfg, step.udf.adapter.binds_by_name)):
             name = f"__hfspark_{cfg.name}_{j}"
             df = df.withColumn(name, expr)
             names.append(name)

@@ -109,6 +109,11 @@ class TaskAdapter(ABC):
     #: so batches are cut where that pays (see :func:`hfspark.udfs.batching.plan_batches`).
     cpu_call_cost: ClassVar[float | None] = None
 
+    #: a row whose inputs hold any null gives a null result (prompt templates over columns).
+    all_inputs_required: bool = False
+    #: several input columns bind to :attr:`input_fields` by their names (one struct is built).
+    binds_by_name: bool = False
+
     @classmethod
     def auto_model_for(cls, config: Any) -> str:
         """The Auto class for this model's config (e.g. CTC vs seq2seq speech models)."""
@@ -171,6 +176,10 @@ class TaskAdapter(ABC):
     def _accepted(self, field_name: str) -> tuple[str, ...]:
         return tuple(self.input_types.get(field_name, ("string",)))
 
+    def picklable_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The task options as shipped to executors (e.g. a user's class replaced by data)."""
+        return dict(params)
+
     # ---------------------------------------------------------------- executor side
     def load(self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any) -> LoadedModel:
         """Load the model with :attr:`auto_model` and its processors; no remote code, no pickle."""
@@ -216,9 +225,16 @@ class TaskAdapter(ABC):
             return len(feature["input_ids"])
         return 1
 
+    def dedupe_key(self, feature: Any) -> Any:
+        """A hashable key: features with the same key give the same output (None: no dedupe)."""
+        return None
+
     @abstractmethod
     def forward(self, loaded: LoadedModel, features: list[Any]) -> list[Any]:
-        """Run the model on one batch; return one Python value per feature (dict/list)."""
+        """Run the model on one batch; return one Python value per feature (dict/list).
+
+        A :class:`~hfspark.errors.RowError` in place of an output marks that row failed.
+        """
 
 
 _COMPONENT_LOADERS = {

@@ -19,23 +19,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from hfspark.errors import ConfigError, RowError
 from hfspark.tasks._generation import (
-    GenerationOptions,
     eos_token_ids,
     finish_row,
     forced_eos_budget,
     generate_kwargs,
-    generation_output_type,
     pad_batch,
     pad_token_id,
 )
-from hfspark.tasks.base import LoadedModel, TaskAdapter
-
-if TYPE_CHECKING:
-    from pyspark.sql.types import DataType
+from hfspark.tasks._llm import LLMAdapter, LLMOptions
+from hfspark.tasks.base import LoadedModel
 
 __all__ = [
     "Seq2SeqGeneration",
@@ -54,7 +50,7 @@ _LANGUAGE_NAMES = {
 }
 
 
-class Seq2SeqOptions(GenerationOptions):
+class Seq2SeqOptions(LLMOptions):
     """Options of the seq2seq tasks.
 
     Attributes:
@@ -74,7 +70,7 @@ class TranslationOptions(Seq2SeqOptions):
     target_lang: str | None = None
 
 
-class Seq2SeqGeneration(TaskAdapter):
+class Seq2SeqGeneration(LLMAdapter):
     """Encoder-decoder generation; subclasses only name the task and its default prefix."""
 
     auto_model: ClassVar[str] = "AutoModelForSeq2SeqLM"
@@ -86,9 +82,6 @@ class Seq2SeqGeneration(TaskAdapter):
     options: Seq2SeqOptions
     #: key of ``config.task_specific_params`` holding the default prefix (None: no default).
     task_params_key: ClassVar[str | None] = None
-
-    def output_type(self) -> DataType:
-        return generation_output_type()
 
     def load(self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any) -> LoadedModel:
         loaded = super().load(model_dir, components, device, dtype)
@@ -117,9 +110,7 @@ class Seq2SeqGeneration(TaskAdapter):
         return ""
 
     def convert(self, value: Any) -> str:
-        if not isinstance(value, str):
-            raise RowError(f"task {self.name!r} takes a string, got {type(value).__name__}")
-        return self.options.render(value)
+        return self.plain_text(self.prompt_text(value))
 
     def prepare(self, loaded: LoadedModel, items: list[str]) -> list[dict[str, Any]]:
         tok, ex = loaded.tokenizer, loaded.extras
@@ -137,19 +128,25 @@ class Seq2SeqGeneration(TaskAdapter):
             features.append({"input_ids": [int(i) for i in ids]})
         return features
 
-    def forward(self, loaded: LoadedModel, features: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def forward(self, loaded: LoadedModel, features: list[dict[str, Any]]) -> list[Any]:
+        from transformers import LogitsProcessorList
+
         model, tok, ex = loaded.model, loaded.tokenizer, loaded.extras
         inputs = [f["input_ids"] for f in features]
         ids, mask = pad_batch(inputs, ex["pad_id"], "right", loaded.device)
         kwargs = {**generate_kwargs(self.options, model, ex["pad_id"], inputs, tok), **ex["generate"]}
+        grammar = self.constraint_processors(loaded, len(inputs))
+        if grammar:
+            kwargs["logits_processor"] = LogitsProcessorList([*grammar, *kwargs.get("logits_processor", [])])
+        ex["generated_rows"] = ex.get("generated_rows", 0) + len(inputs)
         out = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
         new = out[:, 1:].tolist()  # drop the decoder start token
         forced_at = forced_eos_budget(kwargs, model, 1)
         return [
-            finish_row(
+            self.finish_result(finish_row(
                 row, eos_ids=ex["eos_ids"], tokenizer=tok, stop=self.options.stop,
                 prompt_tokens=len(inp), pad_id=ex["pad_id"], forced_eos_at=forced_at,
-            )
+            ), forced_at or kwargs.get("max_new_tokens"))
             for row, inp in zip(new, inputs, strict=True)
         ]
 

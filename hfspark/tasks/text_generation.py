@@ -23,16 +23,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from hfspark.errors import ConfigError, InputSchemaError, RowError
 from hfspark.tasks._generation import (
     DEFAULT_MAX_NEW_TOKENS,
-    GenerationOptions,
     eos_token_ids,
     finish_row,
     forced_eos_budget,
     generate_kwargs,
-    generation_output_type,
     pad_batch,
     pad_token_id,
 )
-from hfspark.tasks.base import LoadedModel, TaskAdapter
+from hfspark.tasks._llm import LLMAdapter, LLMOptions
+from hfspark.tasks.base import LoadedModel
 
 if TYPE_CHECKING:
     from pyspark.sql.types import DataType
@@ -45,15 +44,15 @@ CHAT_ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 
 
-class TextGenerationOptions(GenerationOptions):
-    """Options of text-generation (see :class:`GenerationOptions`).
+class TextGenerationOptions(LLMOptions):
+    """Options of text-generation (see :class:`~hfspark.tasks._llm.LLMOptions`).
 
     ``prompt_template`` applies to string prompts only; chats use the chat template.
     ``truncate_prompt`` keeps the *last* tokens of an over-long prompt.
     """
 
 
-class TextGeneration(TaskAdapter):
+class TextGeneration(LLMAdapter):
     """Causal LM generation with left padding, token counts and finish reasons."""
 
     name: ClassVar[str] = "text-generation"
@@ -65,15 +64,12 @@ class TextGeneration(TaskAdapter):
     Options: ClassVar[type[TextGenerationOptions]] = TextGenerationOptions
     options: TextGenerationOptions
 
-    def output_type(self) -> DataType:
-        return generation_output_type()
-
     def check_input(self, types: Sequence[DataType]) -> None:
         """Also check that a chat column is ``array<struct<role string, content string>>``."""
         from pyspark.sql.types import ArrayType, StringType, StructType
 
         super().check_input(types)
-        dtype = types[0] if len(types) == 1 else None
+        dtype = types[0] if len(types) == 1 and not self.binds_by_name else None
         if isinstance(dtype, ArrayType) and isinstance(dtype.elementType, StructType):
             fields = {f.name: f.dataType for f in dtype.elementType.fields}
             if not all(isinstance(fields.get(k), StringType) for k in ("role", "content")):
@@ -107,8 +103,8 @@ class TextGeneration(TaskAdapter):
 
     def convert(self, value: Any) -> str | list[dict[str, str]]:
         """A string prompt (templated) or a validated list of chat messages."""
-        if isinstance(value, str):
-            return self.options.render(value)
+        if isinstance(value, str) or self.binds_by_name:
+            return self.prompt_text(value)
         if isinstance(value, (bytes, bytearray, Mapping)) or not _is_sequence(value):
             raise RowError(
                 f"text-generation takes a string prompt or an array of {{role, content}} messages, "
@@ -119,8 +115,17 @@ class TextGeneration(TaskAdapter):
     def prepare(self, loaded: LoadedModel, items: list[Any]) -> list[dict[str, Any]]:
         tok, ex = loaded.tokenizer, loaded.extras
         features = []
+        system = self.options.system_prompt
         for item in items:
-            ids = _chat_ids(tok, item) if isinstance(item, list) else tok(item)["input_ids"]
+            if isinstance(item, list):
+                if system is not None and item[0]["role"] != "system":
+                    item = [{"role": "system", "content": system}, *item]
+                ids = _chat_ids(tok, item)
+            elif self.uses_chat(tok):
+                turns = [{"role": "system", "content": system}] if system is not None else []
+                ids = _chat_ids(tok, [*turns, {"role": "user", "content": item}])
+            else:
+                ids = tok(self.plain_text(item))["input_ids"]
             ids = [int(i) for i in ids]
             if not ids:
                 bos = getattr(tok, "bos_token_id", None)
@@ -141,19 +146,25 @@ class TextGeneration(TaskAdapter):
             features.append({"input_ids": ids})
         return features
 
-    def forward(self, loaded: LoadedModel, features: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def forward(self, loaded: LoadedModel, features: list[dict[str, Any]]) -> list[Any]:
+        from transformers import LogitsProcessorList
+
         model, tok, ex = loaded.model, loaded.tokenizer, loaded.extras
         prompts = [f["input_ids"] for f in features]
         ids, mask = pad_batch(prompts, ex["pad_id"], "left", loaded.device)
         kwargs = generate_kwargs(self.options, model, ex["pad_id"], prompts, tok)
+        grammar = self.constraint_processors(loaded, len(prompts))
+        if grammar:
+            kwargs["logits_processor"] = LogitsProcessorList([*grammar, *kwargs.get("logits_processor", [])])
+        ex["generated_rows"] = ex.get("generated_rows", 0) + len(prompts)
         out = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
         new = out[:, ids.shape[1]:].tolist()
         forced_at = forced_eos_budget(kwargs, model, ids.shape[1])
         return [
-            finish_row(
+            self.finish_result(finish_row(
                 row, eos_ids=ex["eos_ids"], tokenizer=tok, stop=self.options.stop,
                 prompt_tokens=len(prompt), pad_id=ex["pad_id"], forced_eos_at=forced_at,
-            )
+            ), kwargs.get("max_new_tokens", ex["max_new_tokens"]))
             for row, prompt in zip(new, prompts, strict=True)
         ]
 

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -146,7 +147,7 @@ class _Run:
                     self.fail(pos, e)
             return kept_pos, kept
 
-    def forward(self, positions: list[int], features: list[Any]) -> None:
+    def forward(self, positions: list[int], features: list[Any], dedupe: bool = True) -> None:
         import torch
 
         adapter = self.rt.adapter
@@ -155,6 +156,17 @@ class _Run:
         call_cost = self.opts.call_cost
         if call_cost is None and not on_gpu:
             call_cost = adapter.cpu_call_cost
+        keys = [adapter.dedupe_key(f) for f in features] if dedupe else []
+        if any(k is not None for k in keys):  # identical inputs: one model call, copied
+            first: dict[Any, int] = {}
+            unique = [i for i, k in enumerate(keys) if k is None or first.setdefault(k, i) == i]
+            self.forward([positions[i] for i in unique], [features[i] for i in unique], dedupe=False)
+            for i, k in enumerate(keys):
+                if k is not None and first[k] != i:
+                    src = positions[first[k]]
+                    self.results[positions[i]] = copy.deepcopy(self.results[src])
+                    self.errors[positions[i]] = self.errors[src]
+            return
         lengths = [adapter.length(f) for f in features]
         plan = plan_batches(lengths, batch_size=batch_size, max_tokens=self.opts.max_tokens_per_batch,
                             call_cost=call_cost)
@@ -186,7 +198,10 @@ class _Run:
                 f"Task {adapter.name!r} returned {len(outputs)} outputs for {len(features)} inputs"
             )
         for pos, out in zip(positions, outputs, strict=True):
-            self.results[pos] = out
+            if isinstance(out, RowError):  # the adapter failed this row only
+                self.fail(pos, out)
+            else:
+                self.results[pos] = out
 
 
 def _empty_cuda_cache() -> None:
@@ -215,6 +230,9 @@ def predict_batch(runtime: Runtime, arrays: Sequence[pa.Array], options: UdfOpti
 
     adapter = runtime.adapter
     rows = arrow_rows(arrays, adapter.input_fields)
+    if adapter.all_inputs_required:  # a null in any input: a null result, no model call
+        rows = [None if isinstance(r, dict) and any(v is None for v in r.values()) else r
+                for r in rows]
     results, errors = predict_rows(runtime, rows, options)
     out = arrow_result(rows, results, errors, target, options.errors == "column",
                        adapter.result_field, isinstance(adapter.output_type(), StructType))

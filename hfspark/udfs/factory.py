@@ -120,6 +120,10 @@ class ModelUDF:
                 f"Pass the input column(s): {', '.join(self.adapter.input_fields)}"
             )
         label = label or f"{self.name}({', '.join(_column_label(c) for c in cols)})"
+        if self.adapter.binds_by_name and len(cols) > 1:  # template fields bind by column name
+            from pyspark.sql import functions as F
+
+            cols = (F.struct(*cols),)
         return self.spark_udf(label)(*cols)
 
     def check_input(self, df: DataFrame, *cols: str) -> None:
@@ -135,6 +139,10 @@ class ModelUDF:
                     f"Input column {c!r} not found.{hint} Columns: {', '.join(df.columns)}"
                 )
             types.append(df.schema[c].dataType)
+        if self.adapter.binds_by_name and len(cols) > 1:  # checked by name, as __call__ binds
+            from pyspark.sql.types import StructField, StructType
+
+            types = [StructType([StructField(c, t) for c, t in zip(cols, types, strict=True)])]
         self.adapter.check_input(types)
 
     def transform(self, df: DataFrame, *cols: str, output: str = "prediction") -> DataFrame:

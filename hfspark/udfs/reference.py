@@ -133,7 +133,9 @@ def resolve_model(
     name = canonical_task(task or info.task)
     adapter_cls = get_task(name)
     params = task_options(info, adapter_cls, opts)
-    adapter_cls(params)  # validates the task options here, on the driver
+    params = adapter_cls(params).picklable_params(params)  # validated here, on the driver
+    if any(params.get(k) is not v for k, v in opts.params.items()):
+        opts = opts.model_copy(update={"params": {k: params.get(k, v) for k, v in opts.params.items()}})
     shipped = None
     if needs_shipping(pinned, opts.ship, spark):
         if spark is None:
