@@ -155,7 +155,14 @@ def normalize_schema(value: Any) -> dict[str, Any]:
     Raises:
         ValueError: unreadable, not an object, or a field with no Spark type (named).
     """
-    if isinstance(value, str):
+    if isinstance(value, str) and value.lstrip().startswith("{"):  # JSON Schema text (YAML, CLI)
+        import json
+
+        try:
+            schema = json.loads(value)
+        except ValueError as e:
+            raise ValueError(f"output_schema is not valid JSON ({e})") from e
+    elif isinstance(value, str):
         schema = parse_ddl(value)
     elif isinstance(value, type) and hasattr(value, "model_json_schema"):
         schema = value.model_json_schema()
@@ -246,8 +253,8 @@ def _field_type(schema: Mapping[str, Any], path: str) -> tuple[DataType, bool]:
     if t == "array":
         if not isinstance(s.get("items"), Mapping):
             raise ValueError(f"output_schema field {path!r}: an array needs 'items' (one schema)")
-        el, el_null = _field_type(s["items"], f"{path}[]")
-        return ArrayType(el, el_null), nullable
+        el, _ = _field_type(s["items"], f"{path}[]")
+        return ArrayType(el, True), nullable
     hint = s.get(_HINT)
     if t == "string":
         return StringType(), nullable
@@ -272,13 +279,14 @@ def _struct(schema: Mapping[str, Any], path: str) -> StructType:
     if isinstance(schema.get("additionalProperties"), Mapping):
         raise ValueError(f"output_schema field {path or '(top level)'!r}: additionalProperties with "
                          f"a schema (a map) is not supported; list the properties")
-    required = set(schema.get("required", []))
     fields = []
     for name, sub in props.items():
         if not isinstance(sub, Mapping):
             raise ValueError(f"output_schema field {path + name!r}: its schema must be an object")
-        dtype, nullable = _field_type(sub, f"{path}{name}")
-        fields.append(StructField(str(name), dtype, nullable or name not in required))
+        dtype, _nullable = _field_type(sub, f"{path}{name}")
+        # always nullable in Spark: a failed row (errors="column") holds nulls; the grammar
+        # still makes a required, non-null field present in every row that succeeded
+        fields.append(StructField(str(name), dtype, True))
     return StructType(fields)
 
 
