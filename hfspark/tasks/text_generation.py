@@ -31,6 +31,7 @@ from hfspark.tasks._generation import (
     pad_token_id,
 )
 from hfspark.tasks._llm import LLMAdapter, LLMOptions
+from hfspark.tasks._prefix import common_prefix_len, prefixed_batch
 from hfspark.tasks.base import LoadedModel
 
 if TYPE_CHECKING:
@@ -144,6 +145,17 @@ class TextGeneration(LLMAdapter):
                     )
                 ids = _truncate_left(ids, limit, getattr(tok, "bos_token_id", None))
             features.append({"input_ids": ids})
+        return self._mark_prefix(features)
+
+    def _mark_prefix(self, features: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Record the prompts' common prefix when reusing it pays (see :mod:`._prefix`)."""
+        opts = self.options
+        if opts.reuse_prefix is False or (opts.num_beams or 1) > 1 or len(features) < 2:
+            return features
+        n = common_prefix_len([f["input_ids"] for f in features])
+        if n >= (opts.min_prefix_tokens if opts.reuse_prefix is None else 1):
+            for f in features:
+                f["prefix"] = n
         return features
 
     def forward(self, loaded: LoadedModel, features: list[dict[str, Any]]) -> list[Any]:
@@ -151,13 +163,18 @@ class TextGeneration(LLMAdapter):
 
         model, tok, ex = loaded.model, loaded.tokenizer, loaded.extras
         prompts = [f["input_ids"] for f in features]
-        ids, mask = pad_batch(prompts, ex["pad_id"], "left", loaded.device)
+        prefix = min(f.get("prefix", 0) for f in features)
+        cache: dict[str, Any] = {}
+        if prefix:  # the shared prefix's cache, computed once per worker
+            ids, mask, cache["cache"] = prefixed_batch(loaded, prompts, prefix, ex["pad_id"])
+        else:
+            ids, mask = pad_batch(prompts, ex["pad_id"], "left", loaded.device)
         kwargs = generate_kwargs(self.options, model, ex["pad_id"], prompts, tok)
         grammar = self.constraint_processors(loaded, len(prompts))
         if grammar:
             kwargs["logits_processor"] = LogitsProcessorList([*grammar, *kwargs.get("logits_processor", [])])
         ex["generated_rows"] = ex.get("generated_rows", 0) + len(prompts)
-        out = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        out = model.generate(input_ids=ids, attention_mask=mask, **cache, **kwargs)
         new = out[:, ids.shape[1]:].tolist()
         forced_at = forced_eos_budget(kwargs, model, ids.shape[1])
         return [
