@@ -60,6 +60,9 @@ class RunReport:
     timings_s: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "infer": 0.0, "write": 0.0})
     rows_per_s: float = 0.0
     tokens_per_s: float | None = None
+    #: per model step: generative (prompt/completion tokens, finish reasons, schema failures,
+    #: tokens/s) or encoder (input tokens, tokens/s); see :mod:`hfspark.jobs.usage`.
+    usage: dict[str, dict[str, Any]] = field(default_factory=dict)
     chunks: list[ChunkStat] = field(default_factory=list)
     model_loads: dict[str, int] = field(default_factory=dict)
     models: list[dict[str, Any]] = field(default_factory=list)
@@ -95,6 +98,17 @@ class RunReport:
             f"- model loads per executor: {self.model_loads or 'n/a'}",
             "- versions: " + ", ".join(f"{k} {v}" for k, v in self.versions.items()),
         ]
+        for name, u in self.usage.items():
+            if "completion_tokens" in u:
+                lines.append(
+                    f"- {name}: {u['prompt_tokens']} prompt + {u['completion_tokens']} completion "
+                    f"tokens ({u.get('tokens_per_s') or 0:.0f} completion tokens/s), finish "
+                    + ", ".join(f"{k} {v}" for k, v in u["finish_reasons"].items())
+                    + (f", {u['schema_failures']} rows failing the schema"
+                       if "schema_failures" in u else ""))
+            else:
+                lines.append(f"- {name}: {u.get('input_tokens', 0)} input tokens "
+                             f"({u.get('tokens_per_s') or 0:.0f}/s)")
         if self.tracking:
             lines.append(f"- MLflow run: {self.tracking.get('mlflow_run_id')}"
                          + (f" ({self.tracking['url']})" if self.tracking.get("url") else ""))

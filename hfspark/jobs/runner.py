@@ -57,6 +57,7 @@ from hfspark.jobs.storage import (
     write_frame,
 )
 from hfspark.jobs.tracking import JobTracker
+from hfspark.jobs.usage import add_usage, finalize_usage, input_tokens, usage_aggs
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -358,10 +359,12 @@ def _process(state: _Run, plan: Plan, progress: Progress, app_id: str) -> None:
             if cond is not None:
                 aggs.append(F.sum(F.when(cond, 1).otherwise(0)).alias("errors"))
             aggs += [F.sum(F.coalesce(F.col(c), F.lit(0))).alias(f"t{i}") for i, c in enumerate(tokens)]
+            aggs += usage_aggs(state.steps)
             got = out.agg(*aggs).collect()[0]
             n_rows, n_err = int(got["rows"]), int(got["errors"] or 0) if cond is not None else 0
             report.rows["tokens"] = report.rows.get("tokens", 0) + sum(
                 int(got[f"t{i}"] or 0) for i in range(len(tokens)))
+            _usage(state, plan.chunk(k), got)
             if n_err and len(report.error_samples) < 5:
                 _sample_errors(state, out, cond, err_cols)
             infer_s = time.monotonic() - t0
@@ -381,6 +384,20 @@ def _process(state: _Run, plan: Plan, progress: Progress, app_id: str) -> None:
                                        round(time.monotonic() - state.started, 3)))
         progress.advance(n_rows, n_err)
     state.group = None
+
+
+def _usage(state: _Run, chunk: Any, got: Any) -> None:
+    """Add a chunk's token usage per step to the report (encoders: their input tokens)."""
+    usage = state.report.usage
+    add_usage(usage, state.steps, got)
+    try:
+        counted = input_tokens(chunk, state.steps)
+    except Exception:  # noqa: BLE001 - informative only (e.g. a tokenizer executors cannot read)
+        log.debug("input token count failed", exc_info=True)
+        counted = {}
+    for name, n in counted.items():
+        usage.setdefault(name, {"input_tokens": 0})["input_tokens"] += n
+        state.report.rows["tokens"] = state.report.rows.get("tokens", 0) + n
 
 
 def _mode(state: _Run) -> str:
@@ -458,6 +475,7 @@ def _close(state: _Run) -> None:
     report.duration_s = round(time.monotonic() - state.started, 3)
     busy = report.timings_s["infer"] + report.timings_s["write"]
     report.rows_per_s = round(report.rows["processed"] / busy, 3) if busy > 0 else 0.0
+    finalize_usage(report.usage, report.timings_s["infer"])
     if report.rows.get("tokens") and report.timings_s["infer"] > 0:
         report.tokens_per_s = round(report.rows["tokens"] / report.timings_s["infer"], 3)
     report.timings_s = {k: round(v, 3) for k, v in report.timings_s.items()}
