@@ -184,6 +184,8 @@ def render(results: dict[str, Any]) -> str:
                   _table(["system", "rows/s", "hfspark x it"],
                          [[name, _fmt(v, 0), _fmt(o["ratios"].get(f"hfspark x {name}"), 2)]
                           for name, v in o["rows_per_s"].items()])]
+    if results.get("generation"):
+        parts += _generation_section(results["generation"])
     if results.get("scaling"):
         parts += ["", "## Scaling (hfspark, text-classification, 2 partitions, texts cycled)", "",
                   _table(["rows", "seconds", "rows/s", "tokens/s"],
@@ -195,6 +197,28 @@ def render(results: dict[str, Any]) -> str:
         parts += ["", "## Failures", ""] + [f"- {f}" for f in results["failures"]]
     parts += ["", f"Total bench time: {results.get('seconds', 0):.0f} s."]
     return "\n".join(parts) + "\n"
+
+
+def _generation_section(g: dict[str, Any]) -> list[str]:
+    """The generation table (see :mod:`bench.generation`)."""
+    names = [("static", "static length-sorted generate() (hfspark)"),
+             ("continuous", "continuous batching generate_batch()"),
+             ("prefix_off", f"~{g['prefix_tokens']}-token shared prefix, reuse off"),
+             ("prefix_on", "same, prefix reuse on"), ("free", "free text"),
+             ("structured", "output_schema (xgrammar)"), ("dedupe_off", "30 % duplicates, dedupe off"),
+             ("dedupe_on", "same, dedupe on")]
+    lens = g["output_lengths"]
+    return ["", f"## Generation ({g['model']}, {g['rows']} rows, 1 thread, outputs "
+                f"{lens['min']}-{lens['max']} tokens)", "",
+            _table(["variant", "rows/s", "tokens/s"],
+                   [[label, _fmt(g[k]["rows_per_s"]), _fmt(g[k]["tokens_per_s"], 0)]
+                    for k, label in names if k in g]),
+            "", f"continuous / static tokens/s: {g['continuous_vs_static']:.2f}x (static kept); "
+                f"prefix reuse: {g['prefix_speedup']:.2f}x, same outputs: {g['prefix_same_outputs']}; "
+                f"grammar: compiled in {g['grammar_compile_s']:.2f}s, "
+                f"{g['constraint_ms_per_row_token']:.3f} ms per row-token "
+                f"({100 * (g['constraint_share'] or 0):.1f} % of the time); "
+                f"dedupe: {g['dedupe_speedup']:.2f}x with {100 * g['duplicate_share']:.0f} % duplicate rows"]
 
 
 def _chart(results: dict[str, Any], path: Path) -> None:

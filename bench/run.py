@@ -12,7 +12,8 @@ Environment knobs:
                           ceiling runs N rounds of its modes per partition count, half right
                           before the hfspark jobs and half right after
     HFSPARK_BENCH_CORES   Spark cores = ceiling processes (default 2)
-    HFSPARK_BENCH_TASKS   comma list: classification,embeddings,speech,overhead (default all)
+    HFSPARK_BENCH_TASKS   comma list: classification,embeddings,speech,overhead,generation
+                          (default all)
     HFSPARK_BENCH_SYSTEMS comma list of Spark systems (default all: hfspark, hfspark bf16,
                           mlflow default, mlflow bs8, mlflow bs32, naive pandas_udf)
     HFSPARK_BENCH_PARTITIONS  comma list (default 2,32)
@@ -78,7 +79,7 @@ class Settings:
     def from_env(cls) -> Settings:
         quick = os.environ.get("HFSPARK_BENCH_QUICK", "0") not in ("", "0", "false")
         root = Path(__file__).resolve().parent / "results"
-        tasks = os.environ.get("HFSPARK_BENCH_TASKS", ",".join([*TASKS, "overhead"]))
+        tasks = os.environ.get("HFSPARK_BENCH_TASKS", ",".join([*TASKS, "overhead", "generation"]))
         systems = [x.strip() for x in os.environ.get("HFSPARK_BENCH_SYSTEMS", ",".join(SYSTEMS))
                    .split(",") if x.strip()]
         unknown = [x for x in systems if x not in SYSTEMS]
@@ -213,7 +214,7 @@ def main() -> int:
                      "partitions": list(s.partitions), "engine": ENGINE, "max_length": MAX_LENGTH,
                      "sink": "noop", "ceiling_modes": list(CEILING_MODES)},
         "machine": _machine(), "data": {}, "spark": [], "ceiling": {}, "quant": [],
-        "scaling": [], "speech": [], "overhead": {}, "failures": [],
+        "scaling": [], "speech": [], "overhead": {}, "generation": {}, "failures": [],
     }
     start = time.perf_counter()
     texts = bench_texts(s.rows)
@@ -229,6 +230,11 @@ def main() -> int:
 
             _say("framework overhead: 1x32 BERT on 30,000 short sentences, warm workers")
             results["overhead"] = run_overhead(s.work, cores=s.cores, reps=s.reps, quick=s.quick)
+        elif key == "generation":
+            from bench.generation import run_generation
+
+            _say("generation: static vs continuous batching, prefix reuse, structured, dedupe")
+            results["generation"] = run_generation(s.work, reps=s.reps, quick=s.quick)
         elif key in TASKS:
             run_text_task(key, s, texts, results)
         else:

@@ -20,8 +20,8 @@ _CORPUS = [
 ] * 8
 
 
-def build_demo_llm(folder: str | Path, context: int = 512) -> Path:
-    """Write a 2-layer random GPT-2 with its byte-level BPE tokenizer to ``folder`` (seeded)."""
+def build_demo_llm(folder: str | Path, context: int = 512, width: int = 32, layers: int = 2) -> Path:
+    """Write a random GPT-2 (``layers`` x ``width``) with its byte-level BPE tokenizer (seeded)."""
     import torch
     import transformers
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
@@ -40,7 +40,8 @@ def build_demo_llm(folder: str | Path, context: int = 512) -> Path:
     tok = transformers.GPT2Tokenizer(vocab=model_json["vocab"], merges=merges, model_max_length=context)
     eos = tok.convert_tokens_to_ids("<|endoftext|>")
     config = transformers.GPT2Config(vocab_size=len(model_json["vocab"]), n_positions=context,
-                                     n_embd=32, n_layer=2, n_head=2, bos_token_id=eos,
+                                     n_embd=width, n_layer=layers, n_head=max(2, width // 64),
+                                     bos_token_id=eos,
                                      eos_token_id=eos, pad_token_id=eos)
     model = transformers.GPT2LMHeadModel(config).eval()
     model.generation_config = transformers.GenerationConfig(
