@@ -1,5 +1,5 @@
-"""Dedupe of identical prompts (fewer model calls, same outputs) and shared-prefix reuse (same
-greedy/seeded tokens as without it), through the engine and through Spark."""
+"""Dedupe of identical prompts (fewer model calls, same outputs, through the UDF engine on one
+Arrow batch) and shared-prefix reuse (the same greedy/seeded tokens as without it)."""
 
 from __future__ import annotations
 
@@ -76,16 +76,3 @@ def test_prefix_reuse_gives_the_same_tokens(llm_models) -> None:
     assert all("prefix" not in f for f in short.prepare(loaded, ["Hello world", "Hello there"]))
     forced = TextGeneration({"reuse_prefix": True})
     assert {f["prefix"] for f in forced.prepare(loaded, ["Hello world", "Hello there"])} == {1}
-
-
-def test_prefix_reuse_and_dedupe_in_spark(spark, llm_models) -> None:
-    from hfspark.udfs import model_udf
-
-    rows = [(i, PROMPTS[i % len(PROMPTS)]) for i in range(20)]
-    df = spark.createDataFrame(rows, "id int, text string").repartition(2)
-    outs = []
-    for params in ({"reuse_prefix": False, "dedupe": False}, {}):
-        f = model_udf(str(llm_models["gpt"]), task="text-generation", device="cpu", batch_size=4,
-                      params={"max_new_tokens": 6, **params})
-        outs.append({r["id"]: r["o"].asDict() for r in df.select("id", f("text").alias("o")).collect()})
-    assert outs[0] == outs[1] and len(outs[0]) == 20

@@ -1,7 +1,7 @@
 """Structured output: every row parses and fits its schema (DDL, JSON Schema, pydantic, choices,
 regex), cut-off rows get an error value, the exact return type on the driver, batch-order
 independence, schemas refused on the driver with the field named, SQL functions and a YAML job
-writing typed Delta columns."""
+writing typed Delta columns, with token usage in its report."""
 
 from __future__ import annotations
 
@@ -56,8 +56,13 @@ TYPES = {
 
 @pytest.fixture(scope="session")
 def llm_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tests.tiny_models import build_feature_extraction
+
     root = tmp_path_factory.getbasetemp() / "llm-models"
-    return {"gpt": build_gpt(root / "gpt"), "bart": build_bart(root / "bart")}
+    bert = root / "bert"
+    if not (bert / "config.json").exists():
+        build_feature_extraction(bert)
+    return {"gpt": build_gpt(root / "gpt"), "bart": build_bart(root / "bart"), "bert": bert}
 
 
 def _valid(row: dict, schema: dict) -> None:
@@ -174,7 +179,10 @@ def test_pydantic_class_shipped_as_json_schema(spark, llm_models) -> None:
         Review.model_validate({k: r["o"][k] for k in Review.model_fields})
 
 
-def test_sql_function_and_yaml_job_to_typed_delta(spark, llm_models, tmp_path) -> None:
+def test_sql_function_and_yaml_job_to_typed_delta_with_usage(spark, llm_models, tmp_path) -> None:
+    """One job: typed JSON to Delta, plain and cut-off generative steps, an encoder step; the
+    report's usage per step (tokens, finish reasons, rows failing the schema, input tokens)."""
+    import transformers
     from deltalake import DeltaTable
 
     from hfspark.jobs import load_config, run_job
@@ -197,8 +205,30 @@ def test_sql_function_and_yaml_job_to_typed_delta(spark, llm_models, tmp_path) -
                     {"format": "delta", "path": str(tmp_path / "out")},
                     task="text-generation", inputs=["title", "body"], params=params, name="pred")
     conf["models"][0]["options"]["params"]["output_schema"] = json.dumps(NESTED)  # YAML: a string
+    opts = {"device": "cpu", "errors": "column", "batch_size": 4}
+    conf["models"] += [
+        {"name": "gen", "uri": str(llm_models["gpt"]), "task": "text-generation", "inputs": "body",
+         "options": {**opts, "params": {"max_new_tokens": 3}}},
+        {"name": "cut", "uri": str(llm_models["gpt"]), "task": "text-generation", "inputs": "body",
+         "options": {**opts, "params": {"output_schema": "label string", "max_new_tokens": 4}}},
+        {"name": "vec", "uri": str(llm_models["bert"]), "task": "feature-extraction",
+         "inputs": "body", "options": opts},
+    ]
+    conf["run"]["report_path"] = str(tmp_path / "reports")
     report = run_job(load_config(write_conf(tmp_path / "job.yaml", conf)), spark)
-    assert report.rows["written"] == len(PROMPTS) and report.rows["errors"] == 0
+    assert report.rows["written"] == len(PROMPTS) and report.rows["errors"] == len(PROMPTS)  # cut
+    pred, gen, cut, vec = (report.usage[k] for k in ("pred", "gen", "cut", "vec"))
+    gpt_tok = transformers.AutoTokenizer.from_pretrained(llm_models["gpt"])
+    assert gen["prompt_tokens"] == sum(len(gpt_tok(p)["input_ids"]) for p in PROMPTS)
+    assert gen["completion_tokens"] == 3 * len(PROMPTS) and gen["tokens_per_s"] > 0
+    assert gen["finish_reasons"] == {"stop": 0, "length": len(PROMPTS)}
+    assert pred["finish_reasons"]["stop"] == len(PROMPTS) and pred["schema_failures"] == 0
+    assert cut["schema_failures"] == len(PROMPTS)  # all cut off before the JSON closed
+    bert_tok = transformers.AutoTokenizer.from_pretrained(llm_models["bert"])
+    assert vec["input_tokens"] == sum(len(bert_tok(p)["input_ids"]) for p in PROMPTS)
+    assert report.rows["tokens"] >= gen["prompt_tokens"] + gen["completion_tokens"] + vec["input_tokens"]
+    md = Path(report.paths["markdown"]).read_text()
+    assert "rows failing the schema" in md and "input tokens" in md
     table = DeltaTable(str(tmp_path / "out")).to_pyarrow_table()  # an independent reader
     pred = table.schema.field("pred").type
     types = {pred.field(i).name: str(pred.field(i).type) for i in range(pred.num_fields)}
