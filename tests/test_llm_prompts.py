@@ -106,6 +106,11 @@ def test_sql_binds_positional_args_in_field_order(spark, reviews, llm_models) ->
     sql = _by_id(spark.sql("SELECT id, review(title, body) AS out FROM reviews").collect())
     f = model_udf(str(llm_models["gpt"]), task="text-generation", device="cpu", params=params)
     assert sql == _by_id(reviews.select("id", f("title", "body").alias("out")).collect())
+    register_all(spark, {"item": {"uri": str(llm_models["gpt"]), "task": "text-generation",
+                                  "device": "cpu", "params": {"prompt_template": "Item {id}: {body}",
+                                                              "max_new_tokens": 2}}})
+    got = _by_id(spark.sql("SELECT id, item(id, body) AS out FROM reviews").collect())
+    assert got[5] is None and all(got[i]["completion_tokens"] == 2 for i in range(5))
 
 
 def test_job_inputs_bind_by_name_and_errors_name_the_step(spark, reviews, llm_models, tmp_path) -> None:

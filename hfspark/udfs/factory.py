@@ -49,7 +49,8 @@ def _make_predict(ref: ModelRef, label: str) -> Callable[[Iterator[Any]], Iterat
             for batch in batches:
                 arrays = list(batch) if isinstance(batch, (tuple, list)) else [batch]
                 if runtime is None:
-                    check_arrow_types(ref.task, arrays)
+                    if not ref.adapter().binds_by_name:  # template fields: bound by name
+                        check_arrow_types(ref.task, arrays)
                     set_torch_threads()
                     runtime = get_runtime(ref)
                 yield predict_batch(runtime, arrays, ref.options, target)
