@@ -364,10 +364,10 @@ def _process(state: _Run, plan: Plan, progress: Progress, app_id: str) -> None:
             n_rows, n_err = int(got["rows"]), int(got["errors"] or 0) if cond is not None else 0
             report.rows["tokens"] = report.rows.get("tokens", 0) + sum(
                 int(got[f"t{i}"] or 0) for i in range(len(tokens)))
-            _usage(state, plan.chunk(k), got)
             if n_err and len(report.error_samples) < 5:
                 _sample_errors(state, out, cond, err_cols)
             infer_s = time.monotonic() - t0
+            _usage(state, plan.chunk(k), got)  # (encoders' input tokens: not inference time)
             report.rows["processed"] += n_rows
             report.rows["errors"] += n_err
             _check_budget(job, report.rows["errors"], report.rows["processed"])
