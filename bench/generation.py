@@ -186,7 +186,9 @@ def run_generation(work: Path, *, reps: int = 2, quick: bool = False) -> dict[st
 
     # dedupe: 30 % duplicates, through the engine (one Arrow batch)
     rng = random.Random(1)
-    dup = [t if rng.random() > 0.3 else rng.choice(texts[: n // 4]) for t in texts]
+    k = round(0.3 * n)
+    dup = texts[: n - k] + [rng.choice(texts[: n - k]) for _ in range(k)]
+    rng.shuffle(dup)
     for name, on in (("dedupe_off", False), ("dedupe_on", True)):
         f = model_udf(str(folder), task="text-generation", device="cpu", batch_size=8,
                       params={"max_new_tokens": max_new, "dedupe": on})
