@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 __all__ = ["overhead_sentences", "build_tiny_bert", "run_overhead"]
 
 SYSTEMS = ("hfspark", "hand-written", "predict_batch_udf", "floor")
@@ -77,8 +79,7 @@ def _hand_written(folder: Path) -> Any:
     model_dir, tok_dir = str(folder / "model"), str(folder / "components" / "tokenizer")
 
     @pandas_udf("struct<label:string,score:double>")  # type: ignore[call-overload]
-    def hand_written(batches: Iterator[Any]) -> Iterator[Any]:
-        import pandas as pd
+    def hand_written(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -139,9 +140,7 @@ def _floor() -> Any:
     from pyspark.sql.functions import pandas_udf
 
     @pandas_udf("string")  # type: ignore[call-overload]
-    def floor(batches: Iterator[Any]) -> Iterator[Any]:
-        import pandas as pd
-
+    def floor(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
         for texts in batches:
             yield pd.Series(["x"] * len(texts))
 
@@ -151,8 +150,6 @@ def _floor() -> Any:
 def run_overhead(work: Path, *, cores: int = 2, rows: int = 30_000, reps: int = 2,
                  quick: bool = False) -> dict[str, Any]:
     """Rows/s of each system (best of ``reps`` warm jobs) and hfspark's ratios."""
-    import pandas as pd
-
     from hfspark.session import local_spark
     from hfspark.udfs import model_udf
 

@@ -4,6 +4,8 @@
 per-user cache and keeps only the jars that the pyspark distribution does not already
 carry (older copies of jackson, hadoop or parquet on the classpath would break Spark).
 
+``python -m hfspark.jars --list`` prints them comma-separated, for ``spark-submit --jars``.
+
 Example:
     >>> from hfspark.jars import delta_jars
     >>> jars = delta_jars()          # fetched once, then read from the cache
@@ -100,5 +102,9 @@ def delta_jars() -> list[Path]:
 
 
 if __name__ == "__main__":
+    # python -m hfspark.jars [--force]: fetch; --list: the jars comma-separated, for --jars
     jars = fetch_delta_jars(force="--force" in sys.argv)
-    print(f"{len(jars)} Delta jars in {jars_dir()}")
+    if "--list" in sys.argv:
+        print(",".join(str(j) for j in jars))
+    else:
+        print(f"{len(jars)} Delta jars in {jars_dir()}")

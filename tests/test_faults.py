@@ -384,7 +384,9 @@ def test_model_store_outage_at_executor_load(request: pytest.FixtureRequest, tmp
     assert not down["ok"], "the job read a model from a store that is down"
     error = down["error"]
     assert "ModelStoreError" in error, error[:3000]
-    assert f"ModelStoreError: Cannot list {down_uri}" in job_reason(error)  # hfspark run's line
+    line = job_reason(error)  # hfspark run's line: the error, the UDF call, the cause
+    assert line.startswith("ModelStoreError: text_classification(pace(text)): ") and (
+        f"Cannot list {down_uri}" in line), line
     assert re.search(rf"Cannot \w+ {re.escape(down_uri)} after {STORE_RETRIES} attempts", error), \
         error[:3000]
     # bounded: a Python worker start and hfspark's retries (about 7 s of waits)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import pyarrow as pa
 import pytest
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -44,19 +44,22 @@ def _vm_rss_kb() -> int:
     return -1
 
 
-def _probe(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def _probe(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
     """Per Arrow batch: its index in the task, this worker's pid, RSS and peak RSS (KB), and
-    how many of its rows were predicted."""
+    how many of its rows were predicted. An Arrow UDF like the model's, so Spark runs both in
+    the same Python worker and the probe measures the process that holds the model."""
     import os
     import resource
 
     for i, batch in enumerate(batches):
-        predicted = int(batch["label"].notna().sum())
+        predicted = sum(1 for v in batch.to_pylist() if v and v.get("label") is not None)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
         n = len(batch)
-        yield pd.DataFrame({"batch": [i] * n, "pid": [os.getpid()] * n,
-                            "rss_kb": [_vm_rss_kb()] * n, "peak_kb": [peak] * n,
-                            "predicted": [predicted] * n})
+        row = {"batch": i, "pid": os.getpid(), "rss_kb": _vm_rss_kb(), "peak_kb": peak,
+               "predicted": predicted}
+        yield pa.array([row] * n, type=pa.struct([("batch", pa.int32()), ("pid", pa.int32()),
+                                                  ("rss_kb", pa.int64()), ("peak_kb", pa.int64()),
+                                                  ("predicted", pa.int32())]))
 
 
 def _texts(job: int) -> list[tuple[int, str | None]]:
@@ -107,12 +110,12 @@ def _run_job(spark: Any, udf: Any, probe: Any, job: int) -> list[dict[int, dict[
 
 def test_worker_memory_bounded_over_50_chunks(spark: Any, model: str) -> None:
     """The workers' RSS after the last chunks stays within max(10 %, 50 MB) of the first peak."""
-    from pyspark.sql.functions import pandas_udf
+    from pyspark.sql.functions import arrow_udf
 
     from hfspark.udfs import model_udf
 
     udf = model_udf(model, errors="column", device="cpu", batch_size=8)
-    probe = pandas_udf(  # type: ignore[call-overload]
+    probe = arrow_udf(  # type: ignore[call-overload]
         _probe, "struct<batch: int, pid: int, rss_kb: long, peak_kb: long, predicted: int>")
     key = "spark.sql.execution.arrow.maxRecordsPerBatch"
     old = spark.conf.get(key)

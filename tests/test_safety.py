@@ -199,7 +199,9 @@ def test_yaml_safe_only_in_source() -> None:
     allowed = {"yaml.safe_load", "yaml.safe_load_all", "yaml.safe_dump", "yaml.safe_dump_all",
                "yaml.SafeLoader", "yaml.CSafeLoader", "yaml.YAMLError", "yaml.MarkedYAMLError",
                "yaml.Node", "yaml.MappingNode", "yaml.SequenceNode", "yaml.ScalarNode",
-               "yaml.CollectionNode", "yaml.dump", "yaml.SafeDumper"}
+               "yaml.CollectionNode", "yaml.dump", "yaml.SafeDumper",
+               # a str subclass (TaskName) written as a plain string by the safe dumper
+               "yaml.SafeDumper.add_representer", "yaml.SafeDumper.represent_str"}
     problems = []
     for path, tree in _modules():
         for node in ast.walk(tree):

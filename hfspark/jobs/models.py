@@ -23,6 +23,9 @@ from hfspark.jobs.config import JobConfig, ModelStep
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
+    from hfspark.flavor.info import ModelInfo
+    from hfspark.udfs.factory import ModelUDF
+
 __all__ = ["PYPI_SCHEME", "Step", "models_dir", "resolve_uri", "build_steps", "apply_steps",
            "error_condition", "error_columns", "token_columns"]
 
@@ -33,10 +36,10 @@ class Step:
 
     config: ModelStep
     uri: str
-    udf: Any
+    udf: ModelUDF
 
     @property
-    def info(self) -> Any:
+    def info(self) -> ModelInfo:
         """The step model's ModelInfo."""
         return self.udf.info
 

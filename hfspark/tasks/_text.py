@@ -136,15 +136,30 @@ def encode(
 
 
 def collate(loaded: LoadedModel, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Pad the model inputs of a batch on the right and move them to the model's device."""
-    names = [k for k in loaded.tokenizer.model_input_names if k in features[0]]
-    batch = loaded.tokenizer.pad(
-        [{k: f[k] for k in names} for f in features],
-        padding=True,
-        padding_side="right",
-        return_tensors="pt",
-    )
-    return {k: v.to(loaded.device) for k, v in batch.items()}
+    """Pad the model inputs of a batch on the right and move them to the model's device.
+
+    The same tensors as ``tokenizer.pad(..., padding_side="right")``, built with numpy: the
+    tokenizer's pad is ~0.3 ms of Python per call, as much as a small model's forward.
+    """
+    import numpy as np
+    import torch
+
+    tok = loaded.tokenizer
+    wanted = list(tok.model_input_names)
+    names = [k for k in wanted if k in features[0]]
+    lengths = [len(f["input_ids"]) for f in features]
+    width = max(lengths)
+    pad_values = {"input_ids": tok.pad_token_id or 0,
+                  "token_type_ids": getattr(tok, "pad_token_type_id", 0) or 0}
+    out: dict[str, Any] = {}
+    for key in names:
+        arr = np.full((len(features), width), pad_values.get(key, 0), dtype=np.int64)
+        for i, f in enumerate(features):
+            arr[i, : lengths[i]] = f[key]
+        out[key] = arr
+    if "attention_mask" in wanted and "attention_mask" not in out:
+        out["attention_mask"] = (np.arange(width)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)
+    return {k: torch.from_numpy(v).to(loaded.device) for k, v in out.items()}
 
 
 def call_model(loaded: LoadedModel, batch: dict[str, Any]) -> Any:

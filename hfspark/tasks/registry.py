@@ -139,8 +139,7 @@ def _yaml_as_str() -> None:
         import yaml
     except ImportError:  # pragma: no cover - pyyaml is a dependency
         return
-    for dumper in (yaml.SafeDumper, yaml.Dumper):
-        dumper.add_representer(TaskName, yaml.representer.SafeRepresenter.represent_str)
+    yaml.SafeDumper.add_representer(TaskName, yaml.SafeDumper.represent_str)
 
 
 def _restore_task(name: str, path: str) -> TaskName:

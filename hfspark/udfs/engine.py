@@ -34,6 +34,9 @@ log = logging.getLogger("hfspark.engine")
 
 _DEFAULT_BATCH_GPU = 32
 _DEFAULT_BATCH_CPU = 8  # on CPU, small length-sorted batches pad least (measured in bench/)
+#: on CPU, a model whose forward calls cost this many padded tokens or more (a small model,
+#: all call overhead) gets batches of up to _LARGE_BATCH_CPU rows.
+_CHEAP_MODEL_CALL_COST, _LARGE_BATCH_CPU = 64.0, 64
 
 
 def _coarse(t: pa.DataType) -> str:
@@ -152,10 +155,14 @@ class _Run:
 
         adapter = self.rt.adapter
         on_gpu = str(self.rt.device).startswith("cuda")
-        batch_size = self.opts.batch_size or (_DEFAULT_BATCH_GPU if on_gpu else _DEFAULT_BATCH_CPU)
         call_cost = self.opts.call_cost
-        if call_cost is None and not on_gpu:
-            call_cost = adapter.cpu_call_cost
+        if call_cost is None and not on_gpu:  # the task's, scaled to this model (cpu_call_cost)
+            call_cost = self.rt.call_cost if self.rt.call_cost is not None else adapter.cpu_call_cost
+        cheap = not on_gpu and (call_cost or 0) >= _CHEAP_MODEL_CALL_COST
+        batch_size = self.opts.batch_size or (
+            _DEFAULT_BATCH_GPU if on_gpu else _LARGE_BATCH_CPU if cheap else _DEFAULT_BATCH_CPU)
+        if cheap and self.opts.call_cost is None:
+            call_cost = None  # calls dominate: full sorted batches, no need to plan the cuts
         keys = [adapter.dedupe_key(f) for f in features] if dedupe else []
         if any(k is not None for k in keys):  # identical inputs: one model call, copied
             first: dict[Any, int] = {}

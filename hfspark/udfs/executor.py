@@ -52,6 +52,8 @@ class Runtime:
     device: Any
     dtype: Any
     nbytes: int
+    #: what one forward call costs on a CPU, in padded tokens (see :func:`cpu_call_cost`).
+    call_cost: float | None = None
 
 
 def load_count() -> int:
@@ -158,6 +160,31 @@ def _cache_limits() -> tuple[int, int]:
     return max(1, entries), mbytes * 2**20
 
 
+#: all-MiniLM-L6-v2, where the encoders' ``cpu_call_cost`` was measured: 6 layers and
+#: 10.6 M parameters outside the embeddings.
+_REFERENCE_LAYERS, _REFERENCE_PARAMS = 6, 10.6e6
+
+
+def cpu_call_cost(prior: float | None, model: Any) -> float | None:
+    """The task's CPU call cost (padded tokens per forward call) scaled to this model.
+
+    A call's fixed cost grows with the number of layers (one dispatch each), a token's cost
+    with the parameters outside the embeddings. ``prior`` is measured on all-MiniLM-L6-v2
+    (~8 tokens); a 1-layer, 32-wide model comes out near 1,700, so its rows share big
+    batches, and BERT-base near 2.
+
+    Example:
+        >>> cpu_call_cost(8.0, minilm_model)
+        8.0
+    """
+    if prior is None:
+        return None
+    params = sum(p.numel() for name, p in model.named_parameters() if "embed" not in name)
+    layers = getattr(getattr(model, "config", None), "num_hidden_layers", None) or _REFERENCE_LAYERS
+    scale = (_REFERENCE_PARAMS / max(params, 1)) * (layers / _REFERENCE_LAYERS)
+    return float(min(max(prior * scale, prior / 4), 1e5))
+
+
 def _local_info(ref: ModelRef) -> ModelInfo:
     """The driver's ModelInfo, with its folder on this machine (downloaded or unpacked once)."""
     from hfspark.flavor.store import resolve_local
@@ -198,7 +225,8 @@ def get_runtime(ref: ModelRef) -> Runtime:
         target = opts.device_map if opts.device_map else device
         loaded = adapter.load(model_dir_for(info), info.components, target, dtype)
         nbytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
-        runtime = Runtime(adapter=adapter, loaded=loaded, device=device, dtype=dtype, nbytes=nbytes)
+        runtime = Runtime(adapter=adapter, loaded=loaded, device=device, dtype=dtype, nbytes=nbytes,
+                          call_cost=cpu_call_cost(adapter.cpu_call_cost, loaded.model))
         _record_load(ref, str(getattr(loaded, "device", device)), time.perf_counter() - start)
         _CACHE[key] = runtime
         max_entries, max_bytes = _cache_limits()

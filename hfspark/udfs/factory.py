@@ -62,12 +62,8 @@ def _make_predict(ref: ModelRef, label: str) -> Callable[[Iterator[Any]], Iterat
 
 
 def _column_label(col: Any) -> str:
-    if isinstance(col, str):
-        return col
-    try:
-        text = str(col._jc.toString()) if hasattr(col, "_jc") else str(col)
-    except Exception:  # noqa: BLE001 - Spark Connect columns print differently
-        text = str(col)
+    """A column as a user wrote it: ``text``, ``struct(a, b)`` (``Column<'...'>`` unwrapped)."""
+    text = col if isinstance(col, str) else str(col)
     return text.removeprefix("Column<'").removesuffix("'>")
 
 

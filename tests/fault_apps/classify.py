@@ -8,8 +8,9 @@ The plan (written by the test) names the input (JSON lines with ``id`` and ``tex
 models (name -> URI) and a list of phases. Each phase writes the same job's result (ids and
 predictions) with one model into one Delta table; the test injects its fault while a phase runs:
 
-- ``pace`` (seconds per Arrow batch) slows a phase down in a pass-through pandas UDF chained
-  *before* the model UDF. Spark evaluates chained UDFs of one kind in one Python worker, so
+- ``pace`` (seconds per Arrow batch) slows a phase down in a pass-through Arrow UDF chained
+  *before* the model UDF (an Arrow UDF too). Spark evaluates chained UDFs of one kind in one
+  Python worker, so
   each marker file ``<phase>-<pid>-p<partition>-a<attempt>-<n>`` names the Python worker that
   runs inference on that batch, and the attempt shows retried tasks. Nothing sleeps in hfspark.
 - ``wait``: before the phase the app writes ``<ctl>/<phase>.ready`` and waits for
@@ -30,23 +31,23 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
+import pyarrow as pa
 from pyspark import TaskContext
 from pyspark.sql import SparkSession
-from pyspark.sql.functions import pandas_udf
+from pyspark.sql.functions import arrow_udf
 
 from hfspark.udfs import model_udf
 
 plan = json.loads(Path(sys.argv[1]).read_text())
 ctl, markers = Path(plan["ctl"]), plan["markers"]
-spark = SparkSession.builder.getOrCreate()  # before pandas_udf parses its type
+spark = SparkSession.builder.getOrCreate()  # before arrow_udf parses its type
 
 
 def make_pace(phase: str, seconds: float):
-    """A pass-through pandas UDF that leaves a marker per batch and pauses ``seconds``."""
+    """A pass-through Arrow UDF that leaves a marker per batch and pauses ``seconds``."""
 
-    @pandas_udf("string")
-    def pace(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+    @arrow_udf("string")
+    def pace(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         ctx = TaskContext.get()
         for n, texts in enumerate(batches):
             name = f"{phase}-{os.getpid()}-p{ctx.partitionId()}-a{ctx.attemptNumber()}-{n}"
