@@ -8,6 +8,12 @@ Example:
     >>> folder = whisper_tiny_en(Path("/tmp/whisper-tiny-en"))
 """
 
-from tests.real_whisper import SENTENCES, espeak_available, normalize, speak, whisper_tiny_en
+from tests.helpers.real_whisper import (
+    SENTENCES,
+    espeak_available,
+    normalize,
+    speak,
+    whisper_tiny_en,
+)
 
 __all__ = ["SENTENCES", "espeak_available", "normalize", "speak", "whisper_tiny_en"]

@@ -17,13 +17,16 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+#: the loopback server fixtures (standalone_cluster, connect_server) of tests/helpers/servers.py
+pytest_plugins = ["tests.helpers.servers"]
+
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Folders of tiny random models, one per task (see tests/tiny_models.py)."""
     import torch
 
-    from tests.tiny_models import build_all
+    from tests.helpers.tiny_models import build_all
 
     torch.set_num_threads(1)
     return build_all(tmp_path_factory.mktemp("tiny-models"))
@@ -52,7 +55,7 @@ def spark() -> Iterator:
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """One real ``mlflow server`` (sqlite + local artifact root) on loopback for the session."""
     pytest.importorskip("mlflow")
-    from tests.servers import MlflowServer
+    from tests.helpers.servers import MlflowServer
 
     server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
     yield server

@@ -40,7 +40,7 @@ from hfspark.errors import (
     UnsafeModelError,
 )
 from hfspark.flavor.constants import INCOMPLETE_MARKER
-from tests.badmedia import INVALID_UTF8, flac, image, png_header, tone, wav
+from tests.helpers.badmedia import INVALID_UTF8, flac, image, png_header, tone, wav
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -281,7 +281,7 @@ def saved(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
     (chat / "tokenizer_config.json").write_text(json.dumps({**tok, "chat_template": CHAT_TEMPLATE}))
     save_model(str(chat), root / "text-generation-chat", task="text-generation")
     out["text-generation-chat"] = str(root / "text-generation-chat")
-    from tests.tiny_vision import build_vision
+    from tests.helpers.tiny_vision import build_vision
 
     vision = build_vision(root / "vision-src")
     for key, (tiny, task) in VISION_SAVED.items():

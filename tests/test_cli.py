@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hfspark.cli import EXIT_BUDGET, EXIT_CONFIG, EXIT_OK, main
-from tests.test_jobs_helpers import ROOT, SAMPLE, job_conf, sample_rows, save_tiny, write_conf
+from tests.helpers.jobs import ROOT, SAMPLE, job_conf, sample_rows, save_tiny, write_conf
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ import yaml
 
 from hfspark.errors import ConfigError
 from hfspark.testing.cluster import ConnectServer
-from tests.servers import connect_server  # noqa: F401
 
 pytestmark = [pytest.mark.connect, pytest.mark.filterwarnings("ignore")]
 ROWS = [(1, "I love this movie, it is great."), (2, "Terrible, boring and bad."), (3, None),
@@ -49,7 +48,7 @@ def _classic_mode_afterwards() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def remote(connect_server: ConnectServer) -> Iterator[Any]:  # noqa: F811
+def remote(connect_server: ConnectServer) -> Iterator[Any]:
     """A Spark Connect client session."""
     from pyspark.sql import SparkSession
 
@@ -118,7 +117,7 @@ def test_job_writes_delta(remote, model, tmp_path: Path):
     # delta-rs (deltalake 1.x) refuses that type.
 
 
-def test_hfspark_sql_remote(remote, model, connect_server, tmp_path: Path, capsys):  # noqa: F811
+def test_hfspark_sql_remote(remote, model, connect_server, tmp_path: Path, capsys):
     from hfspark.cli import main
 
     functions = tmp_path / "models.yaml"

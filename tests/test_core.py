@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.badmedia import INVALID_UTF8
-from tests.test_jobs_helpers import job_conf, write_conf
+from tests.helpers.badmedia import INVALID_UTF8
+from tests.helpers.jobs import job_conf, write_conf
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ FAMILIES = {
 def test_null_input_gives_null_result(spark, saved, model, errors) -> None:
     """A null row is a null result (a null struct / array), so ``IS NULL`` finds it."""
     from hfspark.udfs import model_udf
-    from tests.badmedia import image, tone, wav
+    from tests.helpers.badmedia import image, tone, wav
 
     ddl, good, params = FAMILIES[model]
     if model == "image-classification":

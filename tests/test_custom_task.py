@@ -156,7 +156,7 @@ def _env() -> dict[str, str]:
 
 
 def test_adapter_matches_pipeline(demo: dict[str, str]) -> None:
-    from tests.adapter_runner import run_adapter
+    from tests.helpers.adapter_runner import run_adapter
 
     items = [{"query": q, "passage": p} for q, p in PAIRS]
     out = run_adapter(CrossEncoderReranker({"max_length": 128}), demo["bare"], items, batch_size=2)

@@ -42,7 +42,7 @@ from hfspark.testing.cluster import (
     submit,
     submit_command,
 )
-from tests.fault_helpers import (
+from tests.helpers.faults import (
     APPS,
     ROOT,
     TEXTS,
@@ -68,7 +68,7 @@ from tests.fault_helpers import (
     table_version,
     wait_for,
 )
-from tests.servers import QUICK_ENV
+from tests.helpers.servers import QUICK_ENV
 
 pytestmark = pytest.mark.cluster
 

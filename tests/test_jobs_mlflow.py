@@ -129,7 +129,7 @@ def test_failed_job_ends_its_run_failed(spark, mlflow_server, tmp_path):
 
 def test_a_tracking_server_that_is_down_does_not_fail_the_job(spark, sentiment, tmp_path, caplog):
     from hfspark.jobs import parse_config, run_job
-    from tests.servers import _free_port
+    from tests.helpers.servers import _free_port
 
     down = f"http://127.0.0.1:{_free_port()}"
     job = parse_config(_conf(tmp_path, sentiment, {"tracking_uri": down}))

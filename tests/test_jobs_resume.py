@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hfspark.cli import main
-from tests.test_jobs_helpers import ROOT, SAMPLE, job_conf, save_tiny, write_conf
+from tests.helpers.jobs import ROOT, SAMPLE, job_conf, save_tiny, write_conf
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hfspark.jobs import JobFailed, load_config, run_job
-from tests.test_jobs_helpers import AUDIO, NULL_IDS, job_conf, sample_rows, save_tiny, write_conf
+from tests.helpers.jobs import AUDIO, NULL_IDS, job_conf, sample_rows, save_tiny, write_conf
 
 # A struct input whose first field is set on every row: the rows with a null ``text`` reach
 # the adapter and become row errors ("input 'text' must be a string") instead of null rows.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_jobs_helpers import ROOT, SAMPLE, job_conf, save_tiny, write_conf
+from tests.helpers.jobs import ROOT, SAMPLE, job_conf, save_tiny, write_conf
 
 
 def _zip_package(dest: Path) -> Path:

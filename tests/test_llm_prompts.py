@@ -10,8 +10,8 @@ import pytest
 from hfspark.errors import ConfigError, InputSchemaError
 from hfspark.tasks.seq2seq import Summarization
 from hfspark.tasks.text_generation import TextGeneration
-from tests.adapter_runner import load, run_adapter
-from tests.llm_models import build_bart, build_gpt, with_chat_template
+from tests.helpers.adapter_runner import load, run_adapter
+from tests.helpers.llm_models import build_bart, build_gpt, with_chat_template
 
 TEMPLATE = "Title: {title}\nReview: {body}\nSentiment:"
 ROWS = [("Great", "I love this movie"), ("Bad", "boring and bad"), ("Paris", "sunny today"),
@@ -115,7 +115,7 @@ def test_sql_binds_positional_args_in_field_order(spark, reviews, llm_models) ->
 
 def test_job_inputs_bind_by_name_and_errors_name_the_step(spark, reviews, llm_models, tmp_path) -> None:
     from hfspark.jobs import load_config, run_job
-    from tests.test_jobs_helpers import job_conf, write_conf
+    from tests.helpers.jobs import job_conf, write_conf
 
     reviews.write.parquet(str(tmp_path / "in"))
     conf = job_conf({"format": "parquet", "path": str(tmp_path / "in")}, str(llm_models["gpt"]),

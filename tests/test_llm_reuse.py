@@ -11,8 +11,8 @@ import pytest
 
 from hfspark.tasks._prefix import common_prefix_len
 from hfspark.tasks.text_generation import TextGeneration
-from tests.adapter_runner import load, run_adapter
-from tests.llm_models import build_bart, build_gpt
+from tests.helpers.adapter_runner import load, run_adapter
+from tests.helpers.llm_models import build_bart, build_gpt
 
 INSTRUCTION = " ".join(["Spark runs pandas UDFs on Arrow batches. The cat sat on the mat."] * 8)
 TEXTS = ["I love this movie", "bad", "The cat sat on the mat", "Spark runs pandas", "Hello world!",

@@ -18,8 +18,8 @@ from hfspark.errors import ConfigError
 from hfspark.tasks._schema import grammar_schema, normalize_schema
 from hfspark.tasks.seq2seq import Summarization
 from hfspark.tasks.text_generation import TextGeneration
-from tests.adapter_runner import load, run_adapter
-from tests.llm_models import build_bart, build_gpt
+from tests.helpers.adapter_runner import load, run_adapter
+from tests.helpers.llm_models import build_bart, build_gpt
 
 PROMPTS = ["I love this movie", "bad", "The cat sat on the mat", "Spark runs pandas",
            "Hello world! How", "What is the capital", "I love this movie", "0 1 2"]
@@ -56,7 +56,7 @@ TYPES = {
 
 @pytest.fixture(scope="session")
 def llm_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from tests.tiny_models import build_feature_extraction
+    from tests.helpers.tiny_models import build_feature_extraction
 
     root = tmp_path_factory.getbasetemp() / "llm-models"
     bert = root / "bert"
@@ -187,7 +187,7 @@ def test_sql_function_and_yaml_job_to_typed_delta_with_usage(spark, llm_models, 
 
     from hfspark.jobs import load_config, run_job
     from hfspark.sql import register_all
-    from tests.test_jobs_helpers import job_conf, write_conf
+    from tests.helpers.jobs import job_conf, write_conf
 
     params = {"output_schema": NESTED, "max_new_tokens": 120, "repetition_penalty": 1.5,
               "prompt_template": "Title: {title}\nReview: {body}\nJSON:"}

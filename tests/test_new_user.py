@@ -20,7 +20,7 @@ import pytest
 from hfspark.cli import main
 from hfspark.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, InputSchemaError
 from hfspark.jobs.secrets import Redactor
-from tests.test_jobs_helpers import ROOT, SAMPLE, job_conf, sample_rows, save_tiny, write_conf
+from tests.helpers.jobs import ROOT, SAMPLE, job_conf, sample_rows, save_tiny, write_conf
 
 PYTHON = sys.executable
 

@@ -36,7 +36,7 @@ from hfspark.udfs.engine import predict_rows
 from hfspark.udfs.executor import Runtime
 from hfspark.udfs.options import UdfOptions
 from hfspark.udfs.reference import output_type
-from tests.badmedia import IMAGE_KINDS, image, png_header, wav
+from tests.helpers.badmedia import IMAGE_KINDS, image, png_header, wav
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 
 from hfspark.tasks.speech_recognition import SpeechRecognition
-from tests.adapter_runner import load, run_adapter
-from tests.real_whisper import SENTENCES, espeak_available, normalize, speak, whisper_tiny_en
+from tests.helpers.adapter_runner import load, run_adapter
+from tests.helpers.real_whisper import (
+    SENTENCES,
+    espeak_available,
+    normalize,
+    speak,
+    whisper_tiny_en,
+)
 
 pytestmark = pytest.mark.skipif(
     not espeak_available(), reason="espeak-ng is not installed (make system-deps, or apt-get install espeak-ng)"

@@ -25,7 +25,7 @@ from hfspark.testing.cluster import (
     still_running,
     submit,
 )
-from tests.servers import QUICK_ENV, connect_server, standalone_cluster  # noqa: F401
+from tests.helpers.servers import QUICK_ENV
 
 # A pandas UDF job: one Arrow batch per partition, each leaves a marker file, then sleeps.
 JOB = textwrap.dedent("""
@@ -87,7 +87,7 @@ def expected(rows: int) -> pd.DataFrame:
 
 @pytest.mark.cluster
 def test_cluster_runs_pandas_udf_job_into_delta(
-    standalone_cluster: StandaloneCluster,  # noqa: F811 (the fixture imported above)
+    standalone_cluster: StandaloneCluster,
     tmp_path: Path, ledger: dict[int, int],
 ) -> None:
     ledger.update(standalone_cluster.process_tree())
@@ -102,7 +102,7 @@ def test_cluster_runs_pandas_udf_job_into_delta(
 
 @pytest.mark.cluster
 def test_job_survives_sigkill_of_a_worker(
-    standalone_cluster: StandaloneCluster,  # noqa: F811
+    standalone_cluster: StandaloneCluster,
     tmp_path: Path, ledger: dict[int, int],
 ) -> None:
     cluster = standalone_cluster
@@ -137,7 +137,7 @@ def test_job_survives_sigkill_of_a_worker(
 
 @pytest.mark.connect
 def test_connect_pandas_udf_and_delta(
-    connect_server: ConnectServer,  # noqa: F811
+    connect_server: ConnectServer,
     tmp_path: Path, ledger: dict[int, int],
 ) -> None:
     from pyspark.sql import SparkSession

@@ -212,7 +212,7 @@ def test_spark_submit_sql_job(functions, tmp_path: Path):
     from deltalake import DeltaTable
 
     from hfspark.testing.cluster import submit
-    from tests.servers import QUICK_ENV
+    from tests.helpers.servers import QUICK_ENV
 
     data, out = tmp_path / "reviews.json", tmp_path / "scored"
     data.write_text("\n".join(json.dumps({"id": i, "text": t}) for i, t, _ in ROWS))

@@ -15,7 +15,7 @@ from hfspark.tasks import get_task
 from hfspark.tasks._generation import finish_row, pad_batch, row_seeds
 from hfspark.tasks.seq2seq import Summarization, Text2TextGeneration, Translation
 from hfspark.tasks.text_generation import TextGeneration
-from tests.adapter_runner import load, run_adapter
+from tests.helpers.adapter_runner import load, run_adapter
 
 PROMPTS = [
     "Hello world",

@@ -18,7 +18,7 @@ from hfspark.tasks._audio import convert_audio, resample
 from hfspark.tasks.audio_classification import AudioClassification
 from hfspark.tasks.image_classification import ImageClassification
 from hfspark.tasks.speech_recognition import SpeechRecognition
-from tests.adapter_runner import load, run_adapter
+from tests.helpers.adapter_runner import load, run_adapter
 
 RATE = 16000
 LABELS = "array<struct<label:string,score:double>>"

@@ -17,7 +17,7 @@ from hfspark.errors import ConfigError, ModelValidationError, RowError
 from hfspark.tasks import get_task
 from hfspark.tasks.feature_extraction import FeatureExtraction
 from hfspark.tasks.image_feature_extraction import ImageFeatureExtraction
-from tests.adapter_runner import load, run_adapter
+from tests.helpers.adapter_runner import load, run_adapter
 
 TEXTS = ["a photo of a cat", "a dog", "the weather in paris is sunny today", "car"]
 
@@ -26,7 +26,7 @@ TEXTS = ["a photo of a cat", "a dog", "the weather in paris is sunny today", "ca
 def vision(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     import torch
 
-    from tests.tiny_vision import build_vision
+    from tests.helpers.tiny_vision import build_vision
 
     torch.set_num_threads(1)
     return build_vision(tmp_path_factory.mktemp("tiny-vision"))
@@ -175,7 +175,7 @@ def test_image_input_forms(vision: dict[str, Path], tmp_path: Path) -> None:
 
 def _text_model(tmp_path: Path, image_model: Path) -> Path:
     """A BERT folder with an image processor beside it (a text model is not a vision model)."""
-    from tests.tiny_models import build_feature_extraction
+    from tests.helpers.tiny_models import build_feature_extraction
 
     folder = build_feature_extraction(tmp_path / "bert")
     (folder / "preprocessor_config.json").write_bytes(

@@ -5,7 +5,8 @@ or the start-up fails (the finalizer is registered before the first process star
 run with ``QUICK_JVM_OPTS`` (C1 JIT, serial GC): half the CPU time on a 2-core machine.
 
 Example:
-    >>> from tests.servers import standalone_cluster, connect_server  # noqa: F401
+    >>> # tests/conftest.py loads this module as a plugin: ask for the fixtures by name
+    >>> def test_x(standalone_cluster, connect_server): ...
     >>> def test_job(standalone_cluster):
     ...     done = submit("job.py", master=standalone_cluster.master_url)
 """

@@ -36,8 +36,8 @@ from typing import Any
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-APPS = Path(__file__).resolve().parent / "fault_apps"
+ROOT = Path(__file__).resolve().parents[2]
+APPS = Path(__file__).resolve().parents[1] / "fault_apps"
 TEXTS = ROOT / "data" / "texts.jsonl"
 
 

@@ -4,7 +4,7 @@ Each builder writes a transformers folder (config, safetensors weights, tokenize
 processor) with seeded weights, so outputs are reproducible run to run.
 
 Example:
-    >>> from tests.tiny_models import build_all
+    >>> from tests.helpers.tiny_models import build_all
     >>> folders = build_all(Path("/tmp/tiny"))      # {"text-classification": Path(...), ...}
 """
 

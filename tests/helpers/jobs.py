@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "texts.jsonl"
 AUDIO = ROOT / "data" / "audio"
 NULL_IDS = (9001, 9002, 9003)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import transformers
 
-from tests.tiny_models import _save, _seed, build_text2text, byte_level_bpe
+from tests.helpers.tiny_models import _save, _seed, build_text2text, byte_level_bpe
 
 __all__ = ["CHAT_TEMPLATE", "build_gpt", "build_bart", "with_chat_template"]
 

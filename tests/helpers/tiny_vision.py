@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from tests.tiny_models import MAX_LEN, _save, _seed, bert_tokenizer, byte_level_bpe
+from tests.helpers.tiny_models import MAX_LEN, _save, _seed, bert_tokenizer, byte_level_bpe
 
 __all__ = ["VISION_BUILDERS", "build_vision"]
 
