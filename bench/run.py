@@ -53,8 +53,11 @@ from bench.systems import ENGINE, SYSTEMS, error_line, run_scaling, run_spark_sy
 
 log = logging.getLogger("bench")
 
-TASKS = {"classification": "text-classification", "embeddings": "feature-extraction",
-         "speech": "automatic-speech-recognition"}
+TASKS = {
+    "classification": "text-classification",
+    "embeddings": "feature-extraction",
+    "speech": "automatic-speech-recognition",
+}
 PARTITIONS = (2, 32)
 SCALING_ROWS = (2000, 4000, 8000, 16000)
 CEILING_MODES = ("row", "sorted8", "sorted16")
@@ -80,12 +83,16 @@ class Settings:
         quick = os.environ.get("HFSPARK_BENCH_QUICK", "0") not in ("", "0", "false")
         root = Path(__file__).resolve().parent / "results"
         tasks = os.environ.get("HFSPARK_BENCH_TASKS", ",".join([*TASKS, "overhead", "generation"]))
-        systems = [x.strip() for x in os.environ.get("HFSPARK_BENCH_SYSTEMS", ",".join(SYSTEMS))
-                   .split(",") if x.strip()]
+        systems = [
+            x.strip()
+            for x in os.environ.get("HFSPARK_BENCH_SYSTEMS", ",".join(SYSTEMS)).split(",")
+            if x.strip()
+        ]
         unknown = [x for x in systems if x not in SYSTEMS]
         if unknown:
-            raise SystemExit(f"unknown system(s) {unknown} in HFSPARK_BENCH_SYSTEMS; "
-                             f"use {', '.join(SYSTEMS)}")
+            raise SystemExit(
+                f"unknown system(s) {unknown} in HFSPARK_BENCH_SYSTEMS; use {', '.join(SYSTEMS)}"
+            )
         parts = os.environ.get("HFSPARK_BENCH_PARTITIONS", ",".join(map(str, PARTITIONS)))
         return cls(
             rows=int(os.environ.get("HFSPARK_BENCH_ROWS", "200" if quick else "2000")),
@@ -96,8 +103,10 @@ class Settings:
             systems=systems,
             partitions=tuple(int(p) for p in parts.split(",") if p.strip()),
             out=Path(os.environ.get("HFSPARK_BENCH_OUT") or (root / "quick" if quick else root)),
-            work=Path(os.environ.get("HFSPARK_BENCH_WORK")
-                      or Path(tempfile.gettempdir()) / "hfspark-bench"),
+            work=Path(
+                os.environ.get("HFSPARK_BENCH_WORK")
+                or Path(tempfile.gettempdir()) / "hfspark-bench"
+            ),
         )
 
 
@@ -139,10 +148,16 @@ def _machine() -> dict[str, Any]:
         mlflow_version = mlflow.__version__
     except ImportError:
         mlflow_version = "-"
-    return {"cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "pyspark": pyspark.__version__, "mlflow": mlflow_version,
-            "load_avg_start": os.getloadavg()}
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "pyspark": pyspark.__version__,
+        "mlflow": mlflow_version,
+        "load_avg_start": os.getloadavg(),
+    }
 
 
 def run_text_task(key: str, s: Settings, texts: list[str], results: dict[str, Any]) -> None:
@@ -153,9 +168,15 @@ def run_text_task(key: str, s: Settings, texts: list[str], results: dict[str, An
     tokens = _token_counts(model.folder, texts)
     results["data"][key] = {**describe(texts, tokens), "fingerprint": fingerprint(texts)}
     total = sum(tokens)
-    wanted = s.systems if key == "classification" else [
-        n for n in ("hfspark", "hfspark bf16", "mlflow default", "naive pandas_udf")
-        if n in s.systems]
+    wanted = (
+        s.systems
+        if key == "classification"
+        else [
+            n
+            for n in ("hfspark", "hfspark bf16", "mlflow default", "naive pandas_udf")
+            if n in s.systems
+        ]
+    )
     systems = [SYSTEMS[n] for n in wanted]
     partitions = s.partitions if key == "classification" else s.partitions[:1]
     _say(f"{task}: compute ceiling: {s.cores} processes loading the model")
@@ -179,27 +200,45 @@ def run_text_task(key: str, s: Settings, texts: list[str], results: dict[str, An
                 ceiling_rounds(parts, (s.reps + 1) // 2 if beside else 0)
                 _say(f"{task}: {system.name} at {parts} partitions")
                 try:
-                    res = run_spark_system(system, model, data, task=task, rows=len(texts),
-                                           tokens=total, partitions=parts, reps=s.reps,
-                                           cores=s.cores)
+                    res = run_spark_system(
+                        system,
+                        model,
+                        data,
+                        task=task,
+                        rows=len(texts),
+                        tokens=total,
+                        partitions=parts,
+                        reps=s.reps,
+                        cores=s.cores,
+                    )
                     results["spark"].append(res)
                 except Exception as e:  # noqa: BLE001 - a failing baseline is a result, not a crash
                     log.exception("bench: %s failed", system.name)
-                    results["failures"].append(f"{task} / {system.name} / {parts} partitions: "
-                                               f"{error_line(e)}")
+                    results["failures"].append(
+                        f"{task} / {system.name} / {parts} partitions: {error_line(e)}"
+                    )
                 ceiling_rounds(parts, s.reps // 2 if beside else 0)
             ceiling_rounds(parts, s.reps - rounds.get(parts, 0))  # hfspark not run: on its own
     results["ceiling"][task] = [c for block in blocks.values() for c in block.values()]
     _say(f"{task}: int8 / bf16 outputs and speed")
-    results["quant"].extend(run_quant(model.folder, task, texts[: min(len(texts), 400)],
-                                      reps=1 if s.quick else 2))
+    results["quant"].extend(
+        run_quant(model.folder, task, texts[: min(len(texts), 400)], reps=1 if s.quick else 2)
+    )
     if key == "classification" and not s.quick:
         sizes = [n for n in SCALING_ROWS if n >= len(texts)] or [len(texts)]
-        sets = [(n, _write_parquet(cycled(texts, n), s.work / "data" / f"cycled-{n}.parquet"))
-                for n in sizes]
+        sets = [
+            (n, _write_parquet(cycled(texts, n), s.work / "data" / f"cycled-{n}.parquet"))
+            for n in sizes
+        ]
         _say(f"{task}: scaling series {sizes} at {s.partitions[0]} partitions")
-        results["scaling"] = run_scaling(model, sets, task=task, partitions=s.partitions[0],
-                                         cores=s.cores, tokens_per_row=total / len(texts))
+        results["scaling"] = run_scaling(
+            model,
+            sets,
+            task=task,
+            partitions=s.partitions[0],
+            cores=s.cores,
+            tokens_per_row=total / len(texts),
+        )
 
 
 def main() -> int:
@@ -207,14 +246,29 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     s = Settings.from_env()
     s.out.mkdir(parents=True, exist_ok=True)
-    _say(f"rows={s.rows} quick={s.quick} reps={s.reps} cores={s.cores} tasks={s.tasks} "
-         f"out={s.out}")
+    _say(f"rows={s.rows} quick={s.quick} reps={s.reps} cores={s.cores} tasks={s.tasks} out={s.out}")
     results: dict[str, Any] = {
-        "settings": {"rows": s.rows, "quick": s.quick, "reps": s.reps, "cores": s.cores,
-                     "partitions": list(s.partitions), "engine": ENGINE, "max_length": MAX_LENGTH,
-                     "sink": "noop", "ceiling_modes": list(CEILING_MODES)},
-        "machine": _machine(), "data": {}, "spark": [], "ceiling": {}, "quant": [],
-        "scaling": [], "speech": [], "overhead": {}, "generation": {}, "failures": [],
+        "settings": {
+            "rows": s.rows,
+            "quick": s.quick,
+            "reps": s.reps,
+            "cores": s.cores,
+            "partitions": list(s.partitions),
+            "engine": ENGINE,
+            "max_length": MAX_LENGTH,
+            "sink": "noop",
+            "ceiling_modes": list(CEILING_MODES),
+        },
+        "machine": _machine(),
+        "data": {},
+        "spark": [],
+        "ceiling": {},
+        "quant": [],
+        "scaling": [],
+        "speech": [],
+        "overhead": {},
+        "generation": {},
+        "failures": [],
     }
     start = time.perf_counter()
     texts = bench_texts(s.rows)
@@ -223,8 +277,9 @@ def main() -> int:
             from bench.speech import run_speech
 
             _say("automatic-speech-recognition: Whisper tiny.en on espeak-ng speech")
-            results["speech"] = run_speech(s.work, quick=s.quick, cores=s.cores, results=results,
-                                           systems=s.systems)
+            results["speech"] = run_speech(
+                s.work, quick=s.quick, cores=s.cores, results=results, systems=s.systems
+            )
         elif key == "overhead":
             from bench.overhead import run_overhead
 

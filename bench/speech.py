@@ -90,9 +90,13 @@ def prepare_whisper(work: Path) -> BenchModel:
         "tokenizer": transformers.WhisperTokenizer.from_pretrained(folder),
         "feature_extractor": transformers.WhisperFeatureExtractor.from_pretrained(folder),
     }
-    mlflow.transformers.save_model(components, str(model.mlflow), task=TASK,
-                                   model_config={"batch_size": 1},
-                                   pip_requirements=["transformers", "torch"])
+    mlflow.transformers.save_model(
+        components,
+        str(model.mlflow),
+        task=TASK,
+        model_config={"batch_size": 1},
+        pip_requirements=["transformers", "torch"],
+    )
     (base / ".complete").write_text(TASK)
     return model
 
@@ -105,8 +109,14 @@ def _text(out: Any) -> str:
     return str(out["text"] if "text" in out else out[0])
 
 
-def run_speech(work: Path, *, quick: bool, cores: int, results: dict[str, Any],
-               systems: list[str] | None = None) -> list[dict[str, Any]]:
+def run_speech(
+    work: Path,
+    *,
+    quick: bool,
+    cores: int,
+    results: dict[str, Any],
+    systems: list[str] | None = None,
+) -> list[dict[str, Any]]:
     """hfspark vs MLflow default vs the naive UDF on spoken sentences (2 partitions)."""
     import jiwer
     import pandas as pd
@@ -126,16 +136,35 @@ def run_speech(work: Path, *, quick: bool, cores: int, results: dict[str, Any],
         if systems is not None and name not in systems:
             continue
         try:
-            r = run_spark_system(SYSTEMS[name], model, data, task=TASK, rows=len(clips), tokens=0,
-                                 partitions=2, reps=1, cores=cores, keep=True)
+            r = run_spark_system(
+                SYSTEMS[name],
+                model,
+                data,
+                task=TASK,
+                rows=len(clips),
+                tokens=0,
+                partitions=2,
+                reps=1,
+                cores=cores,
+                keep=True,
+            )
         except Exception as e:  # noqa: BLE001 - a failing baseline is a result
             results.setdefault("failures", []).append(f"{TASK} / {name}: {error_line(e)}")
             continue
         hyp = [normalize(_text((r.outputs or {}).get(i))) for i in range(len(clips))]
         wer = jiwer.wer([normalize(t) for t in texts], hyp)
-        rows.append({"system": name, "clips": len(clips), "audio s": round(seconds_audio, 1),
-                     "clips/s": r.rows_per_s, "audio s per s": seconds_audio / r.seconds,
-                     "WER": wer, "loads cold / timed": f"{r.loads_cold} / {r.loads_timed}",
-                     "workers": r.workers, "peak RSS/worker MiB": round(r.peak_rss_mib),
-                     "cold job s": r.cold_seconds})
+        rows.append(
+            {
+                "system": name,
+                "clips": len(clips),
+                "audio s": round(seconds_audio, 1),
+                "clips/s": r.rows_per_s,
+                "audio s per s": seconds_audio / r.seconds,
+                "WER": wer,
+                "loads cold / timed": f"{r.loads_cold} / {r.loads_timed}",
+                "workers": r.workers,
+                "peak RSS/worker MiB": round(r.peak_rss_mib),
+                "cold job s": r.cold_seconds,
+            }
+        )
     return rows

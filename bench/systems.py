@@ -35,7 +35,16 @@ import pandas as pd  # module level: pandas_udf resolves the type hints here
 from bench.models import MAX_LENGTH, MLFLOW_CONFIG, BenchModel
 from bench.monitor import FileOpens, WorkerMemory
 
-__all__ = ["SPEECH_ENGINE", "ENGINE", "error_line", "SYSTEMS", "JobResult", "SparkSystem", "run_spark_system", "spark_settings"]
+__all__ = [
+    "SPEECH_ENGINE",
+    "ENGINE",
+    "error_line",
+    "SYSTEMS",
+    "JobResult",
+    "SparkSystem",
+    "run_spark_system",
+    "spark_settings",
+]
 
 #: hfspark engine settings for CPU (see bench/README.md "Engine settings" and results/tune.md):
 #: length-sorted batches of up to 8 rows, at most 2,048 padded tokens per forward pass.
@@ -114,8 +123,9 @@ def _session(cores: int, stats_dir: Path) -> Any:
     from hfspark.session import local_spark
 
     os.environ["HFSPARK_STATS_DIR"] = str(stats_dir)  # local mode: workers inherit it too
-    return local_spark(f"local[{cores}]", app_name="hfspark-bench",
-                       conf=spark_settings(cores, stats_dir))
+    return local_spark(
+        f"local[{cores}]", app_name="hfspark-bench", conf=spark_settings(cores, stats_dir)
+    )
 
 
 def error_line(exc: BaseException) -> str:
@@ -123,9 +133,13 @@ def error_line(exc: BaseException) -> str:
     import re
 
     text = str(exc)
-    lines = [ln.strip() for ln in text.splitlines()
-             if re.match(r"^[\w.]*(Error|Exception): ", ln.strip())
-             and "PythonException" not in ln and "exceptions.base.PySpark" not in ln]
+    lines = [
+        ln.strip()
+        for ln in text.splitlines()
+        if re.match(r"^[\w.]*(Error|Exception): ", ln.strip())
+        and "PythonException" not in ln
+        and "exceptions.base.PySpark" not in ln
+    ]
     line = lines[-1] if lines else (text.splitlines() or [""])[0]
     return f"{type(exc).__name__}: {line[:300]}"
 
@@ -186,15 +200,17 @@ def mlflow_opens_per_load(path: Path) -> int:
         return opens.poll() or 1
 
 
-def _hfspark_column(model: BenchModel, task: str, stats_dir: Path,
-                    torch_dtype: str = "auto") -> tuple[Any, Any]:
+def _hfspark_column(
+    model: BenchModel, task: str, stats_dir: Path, torch_dtype: str = "auto"
+) -> tuple[Any, Any]:
     from hfspark.udfs import model_udf
 
     if task == "automatic-speech-recognition":
         udf = model_udf(str(model.hfspark), task=task, torch_dtype=torch_dtype, **SPEECH_ENGINE)
     else:
-        udf = model_udf(str(model.hfspark), task=task, max_length=MAX_LENGTH,
-                        torch_dtype=torch_dtype, **ENGINE)
+        udf = model_udf(
+            str(model.hfspark), task=task, max_length=MAX_LENGTH, torch_dtype=torch_dtype, **ENGINE
+        )
     return udf(input_col(task)), LogLoads(stats_dir)
 
 
@@ -203,8 +219,9 @@ def input_col(task: str) -> str:
     return "audio" if task == "automatic-speech-recognition" else "text"
 
 
-def _mlflow_column(spark: Any, model: BenchModel, task: str, batch_size: int | None,
-                   per_load: int) -> tuple[Any, Any]:
+def _mlflow_column(
+    spark: Any, model: BenchModel, task: str, batch_size: int | None, per_load: int
+) -> tuple[Any, Any]:
     import mlflow.pyfunc
 
     config: dict[str, Any] = {"batch_size": batch_size or MLFLOW_CONFIG["batch_size"]}
@@ -215,8 +232,9 @@ def _mlflow_column(spark: Any, model: BenchModel, task: str, batch_size: int | N
         "feature-extraction": "array<array<double>>",
         "automatic-speech-recognition": "string",
     }[task]
-    udf = mlflow.pyfunc.spark_udf(spark, str(model.mlflow), result_type=result_type,
-                                  env_manager="local", model_config=config)
+    udf = mlflow.pyfunc.spark_udf(
+        spark, str(model.mlflow), result_type=result_type, env_manager="local", model_config=config
+    )
     return udf(input_col(task)), MlflowLoads(_mlflow_copy(), per_load)
 
 
@@ -286,13 +304,15 @@ def _naive_column(model: BenchModel, task: str, stats_dir: Path) -> tuple[Any, A
     return embed("text"), LogLoads(stats_dir)
 
 
-def _column(system: SparkSystem, spark: Any, model: BenchModel, task: str,
-            stats_dir: Path) -> tuple[Any, Any]:
+def _column(
+    system: SparkSystem, spark: Any, model: BenchModel, task: str, stats_dir: Path
+) -> tuple[Any, Any]:
     if system.kind == "hfspark":
         return _hfspark_column(model, task, stats_dir, system.torch_dtype)
     if system.kind == "mlflow":
-        return _mlflow_column(spark, model, task, system.batch_size,
-                              mlflow_opens_per_load(model.mlflow))
+        return _mlflow_column(
+            spark, model, task, system.batch_size, mlflow_opens_per_load(model.mlflow)
+        )
     return _naive_column(model, task, stats_dir)
 
 
@@ -308,9 +328,19 @@ def _job(df: Any, column: Any, keep: bool = False) -> tuple[float, list[Any] | N
     return time.perf_counter() - start, None
 
 
-def run_spark_system(system: SparkSystem, model: BenchModel, data: Path, *, task: str,
-                     rows: int, tokens: int, partitions: int, reps: int,
-                     cores: int, keep: bool = False) -> JobResult:
+def run_spark_system(
+    system: SparkSystem,
+    model: BenchModel,
+    data: Path,
+    *,
+    task: str,
+    rows: int,
+    tokens: int,
+    partitions: int,
+    reps: int,
+    cores: int,
+    keep: bool = False,
+) -> JobResult:
     """Measure one system at one partition count on a fresh local session."""
     stats_dir = Path(tempfile.mkdtemp(prefix="hfspark-bench-stats-"))
     spark = _session(cores, stats_dir)
@@ -337,20 +367,37 @@ def run_spark_system(system: SparkSystem, model: BenchModel, data: Path, *, task
         loads_total = None if end is None or base is None else end - base
         known = [n for n in timed_loads if n is not None]
         return JobResult(
-            system=system.name, task=task, partitions=partitions, rows=rows, tokens=tokens,
-            seconds=min(times), cold_seconds=cold_s, loads_cold=loads_cold,
-            loads_timed=max(known) if known else None, loads_total=loads_total,
-            load_pids=counter.pids(), workers=len(memory.pids),
-            peak_rss_mib=memory.peak_mib(), cpu_seconds=cpus[times.index(min(times))],
-            all_seconds=times, outputs={r["id"]: r["out"] for r in kept} if kept else None,
+            system=system.name,
+            task=task,
+            partitions=partitions,
+            rows=rows,
+            tokens=tokens,
+            seconds=min(times),
+            cold_seconds=cold_s,
+            loads_cold=loads_cold,
+            loads_timed=max(known) if known else None,
+            loads_total=loads_total,
+            load_pids=counter.pids(),
+            workers=len(memory.pids),
+            peak_rss_mib=memory.peak_mib(),
+            cpu_seconds=cpus[times.index(min(times))],
+            all_seconds=times,
+            outputs={r["id"]: r["out"] for r in kept} if kept else None,
         )
     finally:
         spark.stop()
         shutil.rmtree(stats_dir, ignore_errors=True)
 
 
-def run_scaling(model: BenchModel, sets: list[tuple[int, Path]], *, task: str, partitions: int,
-                cores: int, tokens_per_row: float) -> list[dict[str, float]]:
+def run_scaling(
+    model: BenchModel,
+    sets: list[tuple[int, Path]],
+    *,
+    task: str,
+    partitions: int,
+    cores: int,
+    tokens_per_row: float,
+) -> list[dict[str, float]]:
     """hfspark rows/s for growing inputs (one warm session; a cold job first)."""
     stats_dir = Path(tempfile.mkdtemp(prefix="hfspark-bench-stats-"))
     spark = _session(cores, stats_dir)
@@ -361,8 +408,14 @@ def run_scaling(model: BenchModel, sets: list[tuple[int, Path]], *, task: str, p
         out = []
         for rows, path in sets:
             seconds, _ = _job(spark.read.parquet(str(path)).repartition(partitions), column)
-            out.append({"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds,
-                        "tokens_per_s": rows * tokens_per_row / seconds})
+            out.append(
+                {
+                    "rows": rows,
+                    "seconds": seconds,
+                    "rows_per_s": rows / seconds,
+                    "tokens_per_s": rows * tokens_per_row / seconds,
+                }
+            )
         return out
     finally:
         spark.stop()

@@ -128,8 +128,13 @@ class ClusterError(HfSparkError, RuntimeError):
 
 
 #: errors a user fixes in the configuration, the input or the model: exit code 2.
-_CONFIG_ERRORS = (ConfigError, InputSchemaError, UnknownTaskError, ModelValidationError,
-                  MissingDependencyError)
+_CONFIG_ERRORS = (
+    ConfigError,
+    InputSchemaError,
+    UnknownTaskError,
+    ModelValidationError,
+    MissingDependencyError,
+)
 
 
 def exit_code(exc: BaseException | None) -> int:

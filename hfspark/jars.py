@@ -76,8 +76,16 @@ def fetch_delta_jars(force: bool = False) -> list[Path]:
             pom.write_text(_POM.format(group=group, artifact=artifact, version=DELTA_VERSION))
             out = Path(tmp) / "jars"
             subprocess.run(
-                [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-                 f"-DoutputDirectory={out}", "-DincludeScope=runtime"],
+                [
+                    mvn,
+                    "-q",
+                    "-B",
+                    "-f",
+                    str(pom),
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={out}",
+                    "-DincludeScope=runtime",
+                ],
                 check=True,
             )
             have = _spark_jar_names()

@@ -21,8 +21,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["DEFAULT_CONF", "spark_conf", "local_spark", "worker_env", "with_hfspark",
-           "ensure_worker_python"]
+__all__ = [
+    "DEFAULT_CONF",
+    "spark_conf",
+    "local_spark",
+    "worker_env",
+    "with_hfspark",
+    "ensure_worker_python",
+]
 
 log = logging.getLogger("hfspark.session")
 _DELTA_SQL = ("spark.sql.extensions", "spark.sql.catalog.spark_catalog")
@@ -56,7 +62,9 @@ def worker_env() -> dict[str, str]:
     }
 
 
-def spark_conf(extra: Mapping[str, Any] | None = None, *, with_delta: bool = True) -> dict[str, str]:
+def spark_conf(
+    extra: Mapping[str, Any] | None = None, *, with_delta: bool = True
+) -> dict[str, str]:
     """The Spark settings of :func:`local_spark` (also written into spark-submit commands)."""
     from hfspark.jars import delta_jars
 
@@ -110,8 +118,11 @@ def with_hfspark(builder: Any, *, delta: bool = True) -> Any:
     for key, value in worker_env().items():
         os.environ.setdefault(key, value)
     wanted = {"spark.jars", *_DELTA_SQL} if delta else set()
-    conf = {k: v for k, v in spark_conf(with_delta=delta).items()
-            if k in wanted or k.startswith("spark.executorEnv.")}
+    conf = {
+        k: v
+        for k, v in spark_conf(with_delta=delta).items()
+        if k in wanted or k.startswith("spark.executorEnv.")
+    }
     options = getattr(builder, "_options", {})
     for key, value in conf.items():
         if key == "spark.jars" and options.get(key):  # the user's jars and Delta's
@@ -129,8 +140,12 @@ def _same_python(exe: str) -> bool:
 def _imports_hfspark(exe: str) -> bool:
     if exe not in _IMPORTS_HFSPARK:
         try:
-            done = subprocess.run([exe, "-c", "import hfspark.errors, pandas, pyarrow"],
-                                  capture_output=True, timeout=120, check=False)
+            done = subprocess.run(
+                [exe, "-c", "import hfspark.errors, pandas, pyarrow"],
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )
             _IMPORTS_HFSPARK[exe] = done.returncode == 0
         except (OSError, subprocess.TimeoutExpired):
             _IMPORTS_HFSPARK[exe] = False
@@ -165,5 +180,8 @@ def ensure_worker_python(spark: Any) -> None:
     log.warning(
         "hfspark: this local Spark session would run its Python workers with %r, which cannot "
         "import hfspark; using %s instead. Set PYSPARK_PYTHON (or build the session with "
-        "hfspark.with_hfspark(builder)) to choose.", exe, sys.executable)
+        "hfspark.with_hfspark(builder)) to choose.",
+        exe,
+        sys.executable,
+    )
     sc.pythonExec = sys.executable

@@ -35,8 +35,17 @@ if TYPE_CHECKING:
 
     from hfspark.udfs import ModelUDF
 
-__all__ = ["FunctionSpec", "SqlConfig", "StatementResult", "load_functions", "register_all",
-           "split_statements", "execute", "format_table", "sql_session"]
+__all__ = [
+    "FunctionSpec",
+    "SqlConfig",
+    "StatementResult",
+    "load_functions",
+    "register_all",
+    "split_statements",
+    "execute",
+    "format_table",
+    "sql_session",
+]
 
 log = logging.getLogger("hfspark.sql")
 _SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -86,8 +95,10 @@ class SqlConfig(BaseModel):
         seen: dict[str, str] = {}
         for name in v:
             if not _SQL_NAME.match(str(name)):
-                raise ValueError(f"{name!r} is not a valid SQL function name: use letters, "
-                                 "digits and underscores, starting with a letter or underscore")
+                raise ValueError(
+                    f"{name!r} is not a valid SQL function name: use letters, "
+                    "digits and underscores, starting with a letter or underscore"
+                )
             if name.lower() in seen:  # Spark resolves function names case-insensitively
                 raise ValueError(f"{seen[name.lower()]!r} and {name!r} are the same SQL function")
             seen[name.lower()] = name
@@ -130,8 +141,10 @@ def load_functions(
         where = str(source)
         data, marks = parse_yaml(path.read_text(encoding="utf-8"), where, env)
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping of SQL function names to models, "
-                          f"got {type(data).__name__}")
+        raise ConfigError(
+            f"{where}: expected a mapping of SQL function names to models, "
+            f"got {type(data).__name__}"
+        )
     if "functions" in data or "spark" in data:  # sections (a job's own sections are ignored)
         data = {k: v for k, v in data.items() if k not in _JOB_SECTIONS}
     else:  # the bare form: {name: {uri:...}}
@@ -140,8 +153,11 @@ def load_functions(
         data["spark"].setdefault("app_name", "hfspark-sql")  # (not the jobs' "hfspark-job")
     for override in overrides:
         key = override.split("=", 1)[0]
-        apply_override(data, override if key.split(".")[0] in ("spark", "functions")
-                       else f"functions.{override}", marks)
+        apply_override(
+            data,
+            override if key.split(".")[0] in ("spark", "functions") else f"functions.{override}",
+            marks,
+        )
     try:
         return SqlConfig.model_validate(data)
     except ValidationError as e:
@@ -152,19 +168,26 @@ def _config_error(exc: ValidationError, marks: Mapping[tuple, Any], where: str) 
     lines = []
     for err in exc.errors():
         path = list(err["loc"])
-        mark = next((marks[tuple(path[:n])] for n in range(len(path), -1, -1)
-                     if tuple(path[:n]) in marks), where)
+        mark = next(
+            (marks[tuple(path[:n])] for n in range(len(path), -1, -1) if tuple(path[:n]) in marks),
+            where,
+        )
         shown = ".".join(map(str, path[1:] if len(path) > 1 and path[0] == "functions" else path))
         if err["type"] == "extra_forbidden":
-            valid = (list(SqlConfig.model_fields) if len(path) < 2 else
-                     list(SparkSection.model_fields) if path[0] == "spark" else
-                     [*FunctionSpec.model_fields, "options"])
+            valid = (
+                list(SqlConfig.model_fields)
+                if len(path) < 2
+                else list(SparkSection.model_fields)
+                if path[0] == "spark"
+                else [*FunctionSpec.model_fields, "options"]
+            )
             close = difflib.get_close_matches(str(path[-1]), valid, n=1, cutoff=0.5)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             msg = f"unknown key {str(path[-1])!r}{hint}; valid keys: {', '.join(valid)}"
         else:
             msg = err["msg"].removeprefix("Value error, ") + (
-                "" if err["type"] in ("value_error", "missing") else f" (got {err.get('input')!r})")
+                "" if err["type"] in ("value_error", "missing") else f" (got {err.get('input')!r})"
+            )
         lines.append(f"{mark}: {shown or '(top level)'}: {msg}")
     return ConfigError("Invalid SQL functions:\n  " + "\n  ".join(dict.fromkeys(lines)))
 
@@ -208,8 +231,13 @@ def register_all(
             raise
     for name, udf in udfs.items():
         spark.udf.register(name, udf.sql_function(name))
-        log.info("SQL function %s: %s (%s) -> %s", name, udf.ref.uri, udf.ref.task,
-                 udf.returnType.simpleString())
+        log.info(
+            "SQL function %s: %s (%s) -> %s",
+            name,
+            udf.ref.uri,
+            udf.ref.task,
+            udf.returnType.simpleString(),
+        )
     return udfs
 
 
@@ -241,12 +269,17 @@ def _split(text: str) -> list[tuple[int, str]]:
         i += 1
     if quote:
         line = text.count("\n", 0, len(text) - len(text[start:].lstrip())) + 1
-        raise ConfigError(f"line {line}: unterminated {quote} quote in the statement "
-                          f"starting {text[start:].strip()[:60]!r}")
+        raise ConfigError(
+            f"line {line}: unterminated {quote} quote in the statement "
+            f"starting {text[start:].strip()[:60]!r}"
+        )
     out.append((start, text[start:]))
     comments = re.compile(r"--[^\n]*|/\*.*?(\*/|$)", re.S)
-    return [(text.count("\n", 0, pos + len(s) - len(s.lstrip())) + 1, s.strip())
-            for pos, s in out if comments.sub("", s).strip()]
+    return [
+        (text.count("\n", 0, pos + len(s) - len(s.lstrip())) + 1, s.strip())
+        for pos, s in out
+        if comments.sub("", s).strip()
+    ]
 
 
 def split_statements(text: str) -> list[str]:
@@ -270,8 +303,9 @@ class StatementResult:
     truncated: bool = False
 
 
-def execute(spark: SparkSession, text: str, *, limit: int = 20, source: str = "<sql>"
-            ) -> Iterator[StatementResult]:
+def execute(
+    spark: SparkSession, text: str, *, limit: int = 20, source: str = "<sql>"
+) -> Iterator[StatementResult]:
     """Run SQL statements in order, yielding each result (queries: up to ``limit`` rows).
 
     Commands (``CREATE TABLE ... AS SELECT``, ``INSERT``...) run when reached. Bad SQL raises
@@ -320,17 +354,22 @@ def format_table(result: StatementResult) -> str:
         return f"OK: {' '.join(result.sql.split())[:70]}"
     cells = [[_cell(v) for v in row] for row in result.rows]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(result.columns)]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(result.columns, widths, strict=True)).rstrip(),
-             "-+-".join("-" * w for w in widths)]
-    lines += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines = [
+        " | ".join(c.ljust(w) for c, w in zip(result.columns, widths, strict=True)).rstrip(),
+        "-+-".join("-" * w for w in widths),
+    ]
+    lines += [
+        " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells
+    ]
     n = len(result.rows)
     lines.append(f"(first {n} rows)" if result.truncated else f"({n} row{'s' * (n != 1)})")
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- command line
-def sql_session(config: SqlConfig, *, embedded: bool = True, remote: str | None = None
-                ) -> SparkSession:
+def sql_session(
+    config: SqlConfig, *, embedded: bool = True, remote: str | None = None
+) -> SparkSession:
     """The session of ``hfspark sql``: Spark Connect (``remote``), embedded local Spark with
     Delta, or (``embedded=False``) the one spark-submit configured, plus the ``spark:`` conf."""
     from pyspark.sql import SparkSession

@@ -45,8 +45,9 @@ def spark() -> Iterator:
     """One local[2] SparkSession with Delta per test module (stopped at module end)."""
     from hfspark.session import local_spark
 
-    session = local_spark("local[2]", app_name="hfspark-tests",
-                          conf={"spark.sql.shuffle.partitions": "2"})
+    session = local_spark(
+        "local[2]", app_name="hfspark-tests", conf={"spark.sql.shuffle.partitions": "2"}
+    )
     yield session
     session.stop()
 
@@ -73,11 +74,19 @@ def mlflow_tracking(mlflow_server, tmp_path_factory: pytest.TempPathFactory) -> 
     keys = ("MLFLOW_TRACKING_URI", "HFSPARK_CACHE_DIR", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
     saved = {k: os.environ.get(k) for k in keys}
     cache = tmp_path_factory.mktemp("hfspark-cache")
-    os.environ.update({"MLFLOW_TRACKING_URI": mlflow_server.url, "HFSPARK_CACHE_DIR": str(cache),
-                       "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+    os.environ.update(
+        {
+            "MLFLOW_TRACKING_URI": mlflow_server.url,
+            "HFSPARK_CACHE_DIR": str(cache),
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        }
+    )
     mlflow.set_tracking_uri(mlflow_server.url)
-    yield {"url": mlflow_server.url, "cache": cache,
-           "spark_conf": {f"spark.executorEnv.{k}": os.environ[k] for k in keys}}
+    yield {
+        "url": mlflow_server.url,
+        "cache": cache,
+        "spark_conf": {f"spark.executorEnv.{k}": os.environ[k] for k in keys},
+    }
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)

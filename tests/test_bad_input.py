@@ -85,10 +85,15 @@ CHATS = (
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello world"}],
     [{"role": "user", "content": "The weather in Paris?"}],
 )
-GOOD_WAVS = (wav(tone(1.0, freq=440), 16000), wav(tone(0.5, freq=880), 16000),
-             wav(tone(0.7, rate=8000, freq=300), 8000, channels=2))
-GOOD_ARRAYS = tuple({"array": tone(s, freq=f).tolist(), "sampling_rate": 16000}
-                    for s, f in ((0.5, 440), (0.8, 660), (0.3, 220)))
+GOOD_WAVS = (
+    wav(tone(1.0, freq=440), 16000),
+    wav(tone(0.5, freq=880), 16000),
+    wav(tone(0.7, rate=8000, freq=300), 8000, channels=2),
+)
+GOOD_ARRAYS = tuple(
+    {"array": tone(s, freq=f).tolist(), "sampling_rate": 16000}
+    for s, f in ((0.5, 440), (0.8, 660), (0.3, 220))
+)
 GOOD_IMAGES = tuple(image("RGB", "PNG", 32, 32, seed) for seed in range(3))
 
 
@@ -98,144 +103,278 @@ def _ten_minutes() -> bytes:
 
 
 FAMILIES: tuple[Family, ...] = (
-    Family("text-classification", "text-classification", "x string", SENTENCES, (
-        Case("null text", None, NULL),
-        Case("empty text", "", OK),
-        Case("whitespace-only text", " \t\n  ", OK),
-        Case("1 MB text (truncated to max_length)", ONE_MB, OK),
-        Case("1 MB single word", "x" * 1_000_000, OK),
-        Case("control characters and NUL", "\x00\x01\x1b[31m\u202e\ufeff", OK),
-    )),
-    Family("feature-extraction", "feature-extraction", "x string", SENTENCES, (
-        Case("null text", None, NULL),
-        Case("empty text", "", OK),
-        Case("whitespace-only text", "   ", OK),
-        Case("1 MB text (truncated)", ONE_MB, OK),
-    )),
-    Family("token-classification", "token-classification", "x string", SENTENCES, (
-        Case("empty text", "", OK),
-        Case("1 MB text (truncated)", ONE_MB, OK),
-    )),
-    Family("fill-mask", "fill-mask", "x string",
-           ("The capital of France is [MASK].", "I [MASK] this movie."), (
-        Case("no mask token", "The capital of France is Paris.", "no mask token"),
-        Case("two mask tokens", "[MASK] is [MASK].", "2 mask tokens"),
-        Case("empty text", "", "no mask token"),
-        Case("mask at the end of 1 MB (windowed)", ONE_MB + " [MASK].", OK),
-    ), {"params": {"top_k": 2}}),
-    Family("question-answering", "question-answering", "q string, c string", (
-        ("What is the capital of France?", "The capital of France is Paris."),
-        ("Where does John work?", "John works for Google in Berlin."),
-    ), (
-        Case("empty question", ("", "The cat sat on the mat."), "question.* is empty"),
-        Case("whitespace-only context", ("Where?", "   \n"), "context.* is empty"),
-        Case("null context", ("Where?", None), "context.*got null"),
-        Case("null question (first column)", (None, "ctx"), NULL),
-        Case("1 MB context (windows)", ("Where is it sunny?", ONE_MB), OK),
-    )),
-    Family("zero-shot", "zero-shot-classification", "t string, labels array<string>", (
-        ("The match ended 2-1.", ["sports", "politics"]),
-        ("The stock market rose sharply.", ["economy", "sports", "science"]),
-    ), (
-        Case("no candidate labels (null)", ("Some text", None), "no candidate labels"),
-        Case("empty candidate labels", ("Some text", []), "no candidate labels"),
-        Case("10,000 candidate labels", ("Some text", [f"label {i}" for i in range(10_000)]),
-             "10000 candidate labels.*max_candidate_labels"),
-        Case("a null label", ("Some text", ["sports", None]), "must be strings"),
-        Case("empty text with labels", ("", ["sports", "politics"]), OK),
-    )),
-    Family("chat", "text-generation-chat",
-           "x array<struct<role: string, content: string>>", CHATS, (
-        Case("unknown role", [{"role": "wizard", "content": "hi"}], "unknown role 'wizard'"),
-        Case("null role", [{"role": None, "content": "hi"}], "unknown role None"),
-        Case("null content", [{"role": "user", "content": None}], "has no text content"),
-        Case("empty chat", [], "no messages"),
-        Case("chat over the context length", [{"role": "user", "content": LONG_PROMPT}],
-             "tokens; at most .* fit"),
-    ), {"params": {"max_new_tokens": 4}}),
-    Family("prompt", "text-generation", "x string", ("Hello", "The weather in Paris"), (
-        Case("prompt over the context length", LONG_PROMPT, "tokens; at most .*truncate_prompt"),
-        Case("1 MB prompt", ONE_MB, "tokens; at most"),
-        Case("empty prompt (starts from the bos token)", "", OK),
-        Case("whitespace-only prompt", "   ", OK),
-    ), {"params": {"max_new_tokens": 4}}),
-    Family("prompt, truncate_prompt=True", "text-generation", "x string",
-           ("Hello", "The weather in Paris"), (
-        Case("prompt over the context length", LONG_PROMPT, OK),
-        Case("1 MB prompt (keeps its end)", ONE_MB, OK),
-    ), {"params": {"max_new_tokens": 4, "truncate_prompt": True}}),
-    Family("summarization", "summarization", "x string", SENTENCES, (
-        Case("input over the encoder's limit", LONG_PROMPT * 3, "this model takes at most"),
-        Case("1 MB input", ONE_MB, "this model takes at most"),
-        Case("empty input", "", OK),
-    ), {"params": {"max_new_tokens": 4}}),
-    Family("speech-recognition, file bytes", "asr-whisper", "x binary", GOOD_WAVS, (
-        Case("empty bytes", b"", "audio bytes are empty"),
-        Case("corrupt bytes", b"RIFF\x00\x00garbage" * 20, "cannot decode"),
-        Case("truncated WAV", GOOD_WAVS[0][:5000], "WAV file is truncated"),
-        Case("truncated FLAC", lambda: flac(tone(1.0), 16000)[:3000], "cannot decode"),
-        Case("invalid UTF-8 bytes", INVALID_UTF8, "cannot decode"),
-        Case("0 s of audio", wav(np.zeros(0), 16000), r"empty \(0 samples\)"),
-        Case("WAV claiming 16 Hz (kHz for Hz)", wav(tone(1.0), 16), "between 1000 and"),
-        Case("10 minutes (chunked)", _ten_minutes, OK),
-    )),
-    Family("speech-recognition, float arrays", "asr-ctc",
-           "x struct<array: array<float>, sampling_rate: int>", GOOD_ARRAYS, (
-        Case("NaN samples", {"array": [0.1, float("nan")] * 800, "sampling_rate": 16000}, "NaN"),
-        Case("+inf samples", {"array": [0.1, float("inf")] * 800, "sampling_rate": 16000},
-             "infinite"),
-        Case("-inf samples", {"array": [float("-inf")] * 1600, "sampling_rate": 16000}, "infinite"),
-        Case("empty array", {"array": [], "sampling_rate": 16000}, r"0 samples"),
-        Case("null sample", {"array": [0.1, None, 0.2] * 500, "sampling_rate": 16000},
-             "null samples"),
-        Case("null sampling_rate", {"array": [0.1] * 1600, "sampling_rate": None},
-             "integer 'sampling_rate'"),
-        Case("sampling_rate 0", {"array": [0.1] * 1600, "sampling_rate": 0}, "between 1000 and"),
-        Case("sampling_rate in kHz", {"array": [0.1] * 1600, "sampling_rate": 16},
-             "between 1000 and"),
-        Case("null array (first field)", {"array": None, "sampling_rate": 16000}, NULL),
-    )),
-    Family("audio-classification", "audio-classification", "x binary", GOOD_WAVS, (
-        Case("corrupt bytes", b"\x00" * 300, "cannot decode"),
-        Case("0 s of audio", wav(np.zeros(0), 8000), r"0 samples"),
-        Case("empty bytes", b"", "audio bytes are empty"),
-    ), {"params": {"top_k": 2}}),
-    Family("image-classification", "image-classification", "x binary", GOOD_IMAGES, (
-        Case("empty bytes", b"", "image bytes are empty"),
-        Case("corrupt bytes", b"\x89PNG garbage" * 30, "not an image"),
-        Case("truncated PNG", lambda: image("RGB", "PNG", 64, 64)[:2000], "truncated|corrupt"),
-        Case("invalid UTF-8 bytes", INVALID_UTF8, "not an image"),
-        Case("100k x 100k PNG header (decompression bomb)", png_header(100_000, 100_000),
-             "too large to decode safely"),
-        Case("20k x 20k PNG header", png_header(20_000, 20_000), "too large to decode safely"),
-        Case("10k x 10k PNG header (over max_pixels)", png_header(10_000, 10_000),
-             "over the limit of"),
-        Case("GIF header only", b"GIF89a", "not an image"),
-        Case("1 x 1 image", image("RGB", "PNG", 1, 1), OK),
-        Case("RGBA PNG", image("RGBA", "PNG", 40, 20), OK),
-        Case("16-bit grayscale PNG", image("I;16", "PNG", 20, 20), OK),
-        Case("CMYK JPEG", image("CMYK", "JPEG", 24, 24), OK),
-    ), {"params": {"top_k": 2}}),
-    Family("image-feature-extraction, bytes or paths", "image-feature-extraction", "x string",
-           tuple(f"data:{i}" for i in range(3)), (
-        Case("path to no file", "/no/such/dir/cat.png", "no image file at"),
-        Case("empty path", "", "image path is empty"),
-        Case("path to a text file", "data:text", "not an image"),
-        Case("path to a truncated PNG", "data:truncated", "truncated|corrupt"),
-        Case("path to a decompression bomb", "data:bomb", "too large to decode safely"),
-        Case("unknown fsspec protocol", "nosuchfs://bucket/cat.png", "cannot read the image"),
-        Case("file: URI of an image", "data:uri", OK),
-    )),
-    Family("zero-shot-image-classification", "zero-shot-image",
-           "x binary, labels array<string>", tuple((g, ["cat", "dog"]) for g in GOOD_IMAGES), (
-        Case("no candidate labels", (GOOD_IMAGES[0], None), "no candidate labels"),
-        Case("a null label", (GOOD_IMAGES[0], ["cat", None]), "must be strings"),
-        Case("2,000 candidate labels", (GOOD_IMAGES[0], [f"l{i}" for i in range(2000)]),
-             "max_candidate_labels"),
-        Case("corrupt image with labels", (b"\x89PNG garbage" * 30, ["cat"]), "not an image"),
-        Case("empty image with labels", (b"", ["cat"]), "image bytes are empty"),
-        Case("null image (first column)", (None, ["cat"]), NULL),
-    )),
+    Family(
+        "text-classification",
+        "text-classification",
+        "x string",
+        SENTENCES,
+        (
+            Case("null text", None, NULL),
+            Case("empty text", "", OK),
+            Case("whitespace-only text", " \t\n  ", OK),
+            Case("1 MB text (truncated to max_length)", ONE_MB, OK),
+            Case("1 MB single word", "x" * 1_000_000, OK),
+            Case("control characters and NUL", "\x00\x01\x1b[31m\u202e\ufeff", OK),
+        ),
+    ),
+    Family(
+        "feature-extraction",
+        "feature-extraction",
+        "x string",
+        SENTENCES,
+        (
+            Case("null text", None, NULL),
+            Case("empty text", "", OK),
+            Case("whitespace-only text", "   ", OK),
+            Case("1 MB text (truncated)", ONE_MB, OK),
+        ),
+    ),
+    Family(
+        "token-classification",
+        "token-classification",
+        "x string",
+        SENTENCES,
+        (
+            Case("empty text", "", OK),
+            Case("1 MB text (truncated)", ONE_MB, OK),
+        ),
+    ),
+    Family(
+        "fill-mask",
+        "fill-mask",
+        "x string",
+        ("The capital of France is [MASK].", "I [MASK] this movie."),
+        (
+            Case("no mask token", "The capital of France is Paris.", "no mask token"),
+            Case("two mask tokens", "[MASK] is [MASK].", "2 mask tokens"),
+            Case("empty text", "", "no mask token"),
+            Case("mask at the end of 1 MB (windowed)", ONE_MB + " [MASK].", OK),
+        ),
+        {"params": {"top_k": 2}},
+    ),
+    Family(
+        "question-answering",
+        "question-answering",
+        "q string, c string",
+        (
+            ("What is the capital of France?", "The capital of France is Paris."),
+            ("Where does John work?", "John works for Google in Berlin."),
+        ),
+        (
+            Case("empty question", ("", "The cat sat on the mat."), "question.* is empty"),
+            Case("whitespace-only context", ("Where?", "   \n"), "context.* is empty"),
+            Case("null context", ("Where?", None), "context.*got null"),
+            Case("null question (first column)", (None, "ctx"), NULL),
+            Case("1 MB context (windows)", ("Where is it sunny?", ONE_MB), OK),
+        ),
+    ),
+    Family(
+        "zero-shot",
+        "zero-shot-classification",
+        "t string, labels array<string>",
+        (
+            ("The match ended 2-1.", ["sports", "politics"]),
+            ("The stock market rose sharply.", ["economy", "sports", "science"]),
+        ),
+        (
+            Case("no candidate labels (null)", ("Some text", None), "no candidate labels"),
+            Case("empty candidate labels", ("Some text", []), "no candidate labels"),
+            Case(
+                "10,000 candidate labels",
+                ("Some text", [f"label {i}" for i in range(10_000)]),
+                "10000 candidate labels.*max_candidate_labels",
+            ),
+            Case("a null label", ("Some text", ["sports", None]), "must be strings"),
+            Case("empty text with labels", ("", ["sports", "politics"]), OK),
+        ),
+    ),
+    Family(
+        "chat",
+        "text-generation-chat",
+        "x array<struct<role: string, content: string>>",
+        CHATS,
+        (
+            Case("unknown role", [{"role": "wizard", "content": "hi"}], "unknown role 'wizard'"),
+            Case("null role", [{"role": None, "content": "hi"}], "unknown role None"),
+            Case("null content", [{"role": "user", "content": None}], "has no text content"),
+            Case("empty chat", [], "no messages"),
+            Case(
+                "chat over the context length",
+                [{"role": "user", "content": LONG_PROMPT}],
+                "tokens; at most .* fit",
+            ),
+        ),
+        {"params": {"max_new_tokens": 4}},
+    ),
+    Family(
+        "prompt",
+        "text-generation",
+        "x string",
+        ("Hello", "The weather in Paris"),
+        (
+            Case(
+                "prompt over the context length", LONG_PROMPT, "tokens; at most .*truncate_prompt"
+            ),
+            Case("1 MB prompt", ONE_MB, "tokens; at most"),
+            Case("empty prompt (starts from the bos token)", "", OK),
+            Case("whitespace-only prompt", "   ", OK),
+        ),
+        {"params": {"max_new_tokens": 4}},
+    ),
+    Family(
+        "prompt, truncate_prompt=True",
+        "text-generation",
+        "x string",
+        ("Hello", "The weather in Paris"),
+        (
+            Case("prompt over the context length", LONG_PROMPT, OK),
+            Case("1 MB prompt (keeps its end)", ONE_MB, OK),
+        ),
+        {"params": {"max_new_tokens": 4, "truncate_prompt": True}},
+    ),
+    Family(
+        "summarization",
+        "summarization",
+        "x string",
+        SENTENCES,
+        (
+            Case("input over the encoder's limit", LONG_PROMPT * 3, "this model takes at most"),
+            Case("1 MB input", ONE_MB, "this model takes at most"),
+            Case("empty input", "", OK),
+        ),
+        {"params": {"max_new_tokens": 4}},
+    ),
+    Family(
+        "speech-recognition, file bytes",
+        "asr-whisper",
+        "x binary",
+        GOOD_WAVS,
+        (
+            Case("empty bytes", b"", "audio bytes are empty"),
+            Case("corrupt bytes", b"RIFF\x00\x00garbage" * 20, "cannot decode"),
+            Case("truncated WAV", GOOD_WAVS[0][:5000], "WAV file is truncated"),
+            Case("truncated FLAC", lambda: flac(tone(1.0), 16000)[:3000], "cannot decode"),
+            Case("invalid UTF-8 bytes", INVALID_UTF8, "cannot decode"),
+            Case("0 s of audio", wav(np.zeros(0), 16000), r"empty \(0 samples\)"),
+            Case("WAV claiming 16 Hz (kHz for Hz)", wav(tone(1.0), 16), "between 1000 and"),
+            Case("10 minutes (chunked)", _ten_minutes, OK),
+        ),
+    ),
+    Family(
+        "speech-recognition, float arrays",
+        "asr-ctc",
+        "x struct<array: array<float>, sampling_rate: int>",
+        GOOD_ARRAYS,
+        (
+            Case(
+                "NaN samples", {"array": [0.1, float("nan")] * 800, "sampling_rate": 16000}, "NaN"
+            ),
+            Case(
+                "+inf samples",
+                {"array": [0.1, float("inf")] * 800, "sampling_rate": 16000},
+                "infinite",
+            ),
+            Case(
+                "-inf samples",
+                {"array": [float("-inf")] * 1600, "sampling_rate": 16000},
+                "infinite",
+            ),
+            Case("empty array", {"array": [], "sampling_rate": 16000}, r"0 samples"),
+            Case(
+                "null sample",
+                {"array": [0.1, None, 0.2] * 500, "sampling_rate": 16000},
+                "null samples",
+            ),
+            Case(
+                "null sampling_rate",
+                {"array": [0.1] * 1600, "sampling_rate": None},
+                "integer 'sampling_rate'",
+            ),
+            Case(
+                "sampling_rate 0", {"array": [0.1] * 1600, "sampling_rate": 0}, "between 1000 and"
+            ),
+            Case(
+                "sampling_rate in kHz",
+                {"array": [0.1] * 1600, "sampling_rate": 16},
+                "between 1000 and",
+            ),
+            Case("null array (first field)", {"array": None, "sampling_rate": 16000}, NULL),
+        ),
+    ),
+    Family(
+        "audio-classification",
+        "audio-classification",
+        "x binary",
+        GOOD_WAVS,
+        (
+            Case("corrupt bytes", b"\x00" * 300, "cannot decode"),
+            Case("0 s of audio", wav(np.zeros(0), 8000), r"0 samples"),
+            Case("empty bytes", b"", "audio bytes are empty"),
+        ),
+        {"params": {"top_k": 2}},
+    ),
+    Family(
+        "image-classification",
+        "image-classification",
+        "x binary",
+        GOOD_IMAGES,
+        (
+            Case("empty bytes", b"", "image bytes are empty"),
+            Case("corrupt bytes", b"\x89PNG garbage" * 30, "not an image"),
+            Case("truncated PNG", lambda: image("RGB", "PNG", 64, 64)[:2000], "truncated|corrupt"),
+            Case("invalid UTF-8 bytes", INVALID_UTF8, "not an image"),
+            Case(
+                "100k x 100k PNG header (decompression bomb)",
+                png_header(100_000, 100_000),
+                "too large to decode safely",
+            ),
+            Case("20k x 20k PNG header", png_header(20_000, 20_000), "too large to decode safely"),
+            Case(
+                "10k x 10k PNG header (over max_pixels)",
+                png_header(10_000, 10_000),
+                "over the limit of",
+            ),
+            Case("GIF header only", b"GIF89a", "not an image"),
+            Case("1 x 1 image", image("RGB", "PNG", 1, 1), OK),
+            Case("RGBA PNG", image("RGBA", "PNG", 40, 20), OK),
+            Case("16-bit grayscale PNG", image("I;16", "PNG", 20, 20), OK),
+            Case("CMYK JPEG", image("CMYK", "JPEG", 24, 24), OK),
+        ),
+        {"params": {"top_k": 2}},
+    ),
+    Family(
+        "image-feature-extraction, bytes or paths",
+        "image-feature-extraction",
+        "x string",
+        tuple(f"data:{i}" for i in range(3)),
+        (
+            Case("path to no file", "/no/such/dir/cat.png", "no image file at"),
+            Case("empty path", "", "image path is empty"),
+            Case("path to a text file", "data:text", "not an image"),
+            Case("path to a truncated PNG", "data:truncated", "truncated|corrupt"),
+            Case("path to a decompression bomb", "data:bomb", "too large to decode safely"),
+            Case("unknown fsspec protocol", "nosuchfs://bucket/cat.png", "cannot read the image"),
+            Case("file: URI of an image", "data:uri", OK),
+        ),
+    ),
+    Family(
+        "zero-shot-image-classification",
+        "zero-shot-image",
+        "x binary, labels array<string>",
+        tuple((g, ["cat", "dog"]) for g in GOOD_IMAGES),
+        (
+            Case("no candidate labels", (GOOD_IMAGES[0], None), "no candidate labels"),
+            Case("a null label", (GOOD_IMAGES[0], ["cat", None]), "must be strings"),
+            Case(
+                "2,000 candidate labels",
+                (GOOD_IMAGES[0], [f"l{i}" for i in range(2000)]),
+                "max_candidate_labels",
+            ),
+            Case("corrupt image with labels", (b"\x89PNG garbage" * 30, ["cat"]), "not an image"),
+            Case("empty image with labels", (b"", ["cat"]), "image bytes are empty"),
+            Case("null image (first column)", (None, ["cat"]), NULL),
+        ),
+    ),
 )
 
 #: tasks the saved models are saved with (``saved`` fixture key -> tiny model, task).
@@ -294,9 +433,13 @@ def saved(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 def image_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Image files for the path cases: ``data:NAME`` values in FAMILIES are replaced by their path."""
     root = tmp_path_factory.mktemp("image-files")
-    files = {**{str(i): image("RGB", "PNG", 32, 32, i) for i in range(3)},
-             "text": b"just some text, not an image", "truncated": image("RGB", "PNG", 64, 64)[:2000],
-             "bomb": png_header(100_000, 100_000), "uri": image("RGB", "JPEG", 20, 20)}
+    files = {
+        **{str(i): image("RGB", "PNG", 32, 32, i) for i in range(3)},
+        "text": b"just some text, not an image",
+        "truncated": image("RGB", "PNG", 64, 64)[:2000],
+        "bomb": png_header(100_000, 100_000),
+        "uri": image("RGB", "JPEG", 20, 20),
+    }
     for name, data in files.items():
         (root / name).write_bytes(data)
     _IMAGE_FILES.update({f"data:{n}": str(root / n) for n in files})
@@ -317,8 +460,9 @@ def _udf(saved: dict[str, str], family: Family) -> Any:
     """The family's model UDF with errors="column" on the CPU."""
     from hfspark.udfs import model_udf
 
-    return model_udf(saved[family.model], errors="column", device="cpu", batch_size=4,
-                     **family.options)
+    return model_udf(
+        saved[family.model], errors="column", device="cpu", batch_size=4, **family.options
+    )
 
 
 def _frame(spark: Any, family: Family) -> tuple[Any, list[tuple[int, str, int]]]:
@@ -406,8 +550,10 @@ def test_bad_rows_in_one_batch(spark: Any, saved: dict[str, str], family: Family
         pred, err = row.p, (row.p.error if row.p is not None else None)
         if kind == "good":
             if err is not None or not _approx(_result(pred), alone[ref]):
-                failures.append(f"good row {ref} next to bad rows: {err or _result(pred)!r:.300}"
-                                f" != alone {alone[ref]!r:.300}")
+                failures.append(
+                    f"good row {ref} next to bad rows: {err or _result(pred)!r:.300}"
+                    f" != alone {alone[ref]!r:.300}"
+                )
             continue
         if kind == "alone":
             continue
@@ -418,11 +564,15 @@ def test_bad_rows_in_one_batch(spark: Any, saved: dict[str, str], family: Family
         elif case.expect == OK:
             ok = err is None and got is not None and any(v is not None for v in got.values())
         else:
-            ok = err is not None and re.search(case.expect, err) is not None and (
-                got is None or all(v is None for v in got.values()))
+            ok = (
+                err is not None
+                and re.search(case.expect, err) is not None
+                and (got is None or all(v is None for v in got.values()))
+            )
         if not ok:
-            failures.append(f"{case.name}: expected {case.expect!r}, got error={err!r:.300} "
-                            f"result={got!r:.200}")
+            failures.append(
+                f"{case.name}: expected {case.expect!r}, got error={err!r:.300} result={got!r:.200}"
+            )
     assert not failures, "\n".join(failures)
 
 
@@ -565,119 +715,275 @@ def _parse(text: str, **kw: Any) -> Any:
 
 UPFRONT: list[tuple[str, Callable[[Ctx], Any], type[BaseException], str]] = [
     # input columns (ModelUDF.check_input / transform)
-    ("missing input column", lambda c: c.udf().transform(c.df(), "nope"),
-     InputSchemaError, "'nope' not found"),
-    ("misspelled input column", lambda c: c.udf().transform(c.df(), "txet"),
-     InputSchemaError, "Did you mean 'text'"),
-    ("int column for a text task", lambda c: c.udf().check_input(c.df("id int, text int"), "text"),
-     InputSchemaError, "must be of Spark type string, got int"),
-    ("int column for an image task",
-     lambda c: c.udf("image-classification").check_input(c.df("id int, img int"), "img"),
-     InputSchemaError, "binary or string or struct"),
-    ("array<double> column for a text task",
-     lambda c: c.udf().check_input(c.df("id int, text array<double>"), "text"),
-     InputSchemaError, "got array<double>"),
-    ("audio struct with wrong fields", lambda c: c.udf("asr-ctc").check_input(
-        c.df("id int, a struct<samples: array<float>, rate: int>"), "a"),
-     InputSchemaError, "struct<array array<float>, sampling_rate int>"),
-    ("chat messages with wrong fields", lambda c: c.udf("text-generation").check_input(
-        c.df("id int, m array<struct<role: string, text: string>>"), "m"),
-     InputSchemaError, "role string, content string"),
-    ("struct input lacking a field", lambda c: c.udf("question-answering").check_input(
-        c.df("id int, s struct<question: string>"), "s"),
-     InputSchemaError, "lacks \\['context'\\]"),
-    ("too many input columns", lambda c: c.udf().check_input(
-        c.df("a string, b string, d string"), "a", "b", "d"),
-     InputSchemaError, r"takes 1 to 2 input columns \(text, text_pair\), got 3"),
+    (
+        "missing input column",
+        lambda c: c.udf().transform(c.df(), "nope"),
+        InputSchemaError,
+        "'nope' not found",
+    ),
+    (
+        "misspelled input column",
+        lambda c: c.udf().transform(c.df(), "txet"),
+        InputSchemaError,
+        "Did you mean 'text'",
+    ),
+    (
+        "int column for a text task",
+        lambda c: c.udf().check_input(c.df("id int, text int"), "text"),
+        InputSchemaError,
+        "must be of Spark type string, got int",
+    ),
+    (
+        "int column for an image task",
+        lambda c: c.udf("image-classification").check_input(c.df("id int, img int"), "img"),
+        InputSchemaError,
+        "binary or string or struct",
+    ),
+    (
+        "array<double> column for a text task",
+        lambda c: c.udf().check_input(c.df("id int, text array<double>"), "text"),
+        InputSchemaError,
+        "got array<double>",
+    ),
+    (
+        "audio struct with wrong fields",
+        lambda c: c.udf("asr-ctc").check_input(
+            c.df("id int, a struct<samples: array<float>, rate: int>"), "a"
+        ),
+        InputSchemaError,
+        "struct<array array<float>, sampling_rate int>",
+    ),
+    (
+        "chat messages with wrong fields",
+        lambda c: c.udf("text-generation").check_input(
+            c.df("id int, m array<struct<role: string, text: string>>"), "m"
+        ),
+        InputSchemaError,
+        "role string, content string",
+    ),
+    (
+        "struct input lacking a field",
+        lambda c: c.udf("question-answering").check_input(
+            c.df("id int, s struct<question: string>"), "s"
+        ),
+        InputSchemaError,
+        "lacks \\['context'\\]",
+    ),
+    (
+        "too many input columns",
+        lambda c: c.udf().check_input(c.df("a string, b string, d string"), "a", "b", "d"),
+        InputSchemaError,
+        r"takes 1 to 2 input columns \(text, text_pair\), got 3",
+    ),
     ("no input column", lambda c: c.udf()(), InputSchemaError, "Pass the input column"),
     # tasks and options
-    ("unknown task", lambda c: c.udf(task="sentiment-analysys"),
-     UnknownTaskError, "Did you mean 'sentiment-analysis'"),
-    ("misspelled UDF option", lambda c: c.udf(batchsize=3),
-     ConfigError, "did you mean 'batch_size'"),
+    (
+        "unknown task",
+        lambda c: c.udf(task="sentiment-analysys"),
+        UnknownTaskError,
+        "Did you mean 'sentiment-analysis'",
+    ),
+    (
+        "misspelled UDF option",
+        lambda c: c.udf(batchsize=3),
+        ConfigError,
+        "did you mean 'batch_size'",
+    ),
     ("bad errors= value", lambda c: c.udf(errors="ignore"), ConfigError, "errors"),
     ("batch_size 0", lambda c: c.udf(batch_size=0), ConfigError, "batch_size"),
-    ("unknown task option", lambda c: c.udf(params={"topk": 2}),
-     ConfigError, "did you mean 'top_k'"),
+    (
+        "unknown task option",
+        lambda c: c.udf(params={"topk": 2}),
+        ConfigError,
+        "did you mean 'top_k'",
+    ),
     ("device that is not there", lambda c: c.udf(device="tpu"), ConfigError, "device"),
     # model folders
-    ("model folder that does not exist", lambda c: c.load(c.tmp / "nowhere"),
-     ModelStoreError, "No model at"),
-    ("empty folder", lambda c: c.load(c.fresh()),
-     ModelValidationError, "neither MLmodel nor config.json"),
-    ("model without weights", lambda c: c.broken(
-        "text-classification", _unlink("model/model.safetensors")),
-     ModelValidationError, "no weights"),
-    ("transformers folder without a tokenizer", lambda c: c.broken(
-        "text-classification", _unlink("tokenizer.json", "tokenizer_config.json"),
-        "text-classification"),
-     ModelValidationError, "needs a tokenizer"),
-    ("saved model missing its tokenizer folder", lambda c: c.broken(
-        "text-classification", _unlink("components/tokenizer")),
-     ModelValidationError, "missing although MLmodel lists it"),
-    ("image model without its image processor", lambda c: c.broken(
-        "image-classification", _unlink("preprocessor_config.json"), "image-classification"),
-     ModelValidationError, "needs a"),
-    ("truncated safetensors", lambda c: c.broken(
-        "text-classification", _truncate("model/model.safetensors", 50_000)),
-     ModelValidationError, "truncated"),
-    ("safetensors of 4 bytes", lambda c: c.broken(
-        "text-classification", _truncate("model/model.safetensors", 4)),
-     ModelValidationError, "truncated"),
-    ("corrupt safetensors header", lambda c: c.broken("text-classification", _bad_header),
-     ModelValidationError, "corrupt safetensors header"),
-    ("pickle weights only", lambda c: c.broken(
-        "text-classification", _pickle_only, "text-classification"),
-     UnsafeModelError, "pickle"),
-    ("auto_map in config.json (remote code)", lambda c: c.broken(
-        "text-classification", _json_edit("model/config.json", auto_map={"AutoModel": "x.Y"})),
-     UnsafeModelError, "auto_map"),
-    ("auto_map in tokenizer_config.json", lambda c: c.broken(
-        "text-classification", _json_edit("components/tokenizer/tokenizer_config.json",
-                                          auto_map={"AutoTokenizer": ["x.T", None]})),
-     UnsafeModelError, "auto_map"),
-    ("config.json missing", lambda c: c.broken("text-classification", _unlink("model/config.json")),
-     ModelValidationError, "config.json is missing"),
-    ("config.json not JSON", lambda c: c.broken(
-        "text-classification", _truncate("model/config.json", 10)),
-     ModelValidationError, "not valid JSON"),
-    ("leftover of an interrupted save", lambda c: c.broken(
-        "text-classification", lambda r: (r / INCOMPLETE_MARKER).write_text("x")),
-     ModelValidationError, "interrupted save"),
+    (
+        "model folder that does not exist",
+        lambda c: c.load(c.tmp / "nowhere"),
+        ModelStoreError,
+        "No model at",
+    ),
+    (
+        "empty folder",
+        lambda c: c.load(c.fresh()),
+        ModelValidationError,
+        "neither MLmodel nor config.json",
+    ),
+    (
+        "model without weights",
+        lambda c: c.broken("text-classification", _unlink("model/model.safetensors")),
+        ModelValidationError,
+        "no weights",
+    ),
+    (
+        "transformers folder without a tokenizer",
+        lambda c: c.broken(
+            "text-classification",
+            _unlink("tokenizer.json", "tokenizer_config.json"),
+            "text-classification",
+        ),
+        ModelValidationError,
+        "needs a tokenizer",
+    ),
+    (
+        "saved model missing its tokenizer folder",
+        lambda c: c.broken("text-classification", _unlink("components/tokenizer")),
+        ModelValidationError,
+        "missing although MLmodel lists it",
+    ),
+    (
+        "image model without its image processor",
+        lambda c: c.broken(
+            "image-classification", _unlink("preprocessor_config.json"), "image-classification"
+        ),
+        ModelValidationError,
+        "needs a",
+    ),
+    (
+        "truncated safetensors",
+        lambda c: c.broken("text-classification", _truncate("model/model.safetensors", 50_000)),
+        ModelValidationError,
+        "truncated",
+    ),
+    (
+        "safetensors of 4 bytes",
+        lambda c: c.broken("text-classification", _truncate("model/model.safetensors", 4)),
+        ModelValidationError,
+        "truncated",
+    ),
+    (
+        "corrupt safetensors header",
+        lambda c: c.broken("text-classification", _bad_header),
+        ModelValidationError,
+        "corrupt safetensors header",
+    ),
+    (
+        "pickle weights only",
+        lambda c: c.broken("text-classification", _pickle_only, "text-classification"),
+        UnsafeModelError,
+        "pickle",
+    ),
+    (
+        "auto_map in config.json (remote code)",
+        lambda c: c.broken(
+            "text-classification", _json_edit("model/config.json", auto_map={"AutoModel": "x.Y"})
+        ),
+        UnsafeModelError,
+        "auto_map",
+    ),
+    (
+        "auto_map in tokenizer_config.json",
+        lambda c: c.broken(
+            "text-classification",
+            _json_edit(
+                "components/tokenizer/tokenizer_config.json",
+                auto_map={"AutoTokenizer": ["x.T", None]},
+            ),
+        ),
+        UnsafeModelError,
+        "auto_map",
+    ),
+    (
+        "config.json missing",
+        lambda c: c.broken("text-classification", _unlink("model/config.json")),
+        ModelValidationError,
+        "config.json is missing",
+    ),
+    (
+        "config.json not JSON",
+        lambda c: c.broken("text-classification", _truncate("model/config.json", 10)),
+        ModelValidationError,
+        "not valid JSON",
+    ),
+    (
+        "leftover of an interrupted save",
+        lambda c: c.broken(
+            "text-classification", lambda r: (r / INCOMPLETE_MARKER).write_text("x")
+        ),
+        ModelValidationError,
+        "interrupted save",
+    ),
     # job configurations (hfspark.jobs loader)
-    ("conf: misspelled key", lambda c: _parse(_conf(c, run={"chunk_row": 10})),
-     ConfigError, "unknown key 'chunk_row' \\(did you mean 'chunk_rows'\\?\\)"),
-    ("conf: misspelled step option", lambda c: _parse(_conf(c, models=[
-        {"name": "p", "uri": "/m", "inputs": "text", "options": {"batchsize": 8}}])),
-     ConfigError, "did you mean 'batch_size'"),
-    ("conf: unknown section", lambda c: _parse(_conf(c, outputs={"path": "x"})),
-     ConfigError, "unknown key 'outputs'"),
-    ("conf: missing section", lambda c: _parse(yaml.safe_dump({"input": {
-        "format": "parquet", "path": "x"}, "models": [{"name": "p", "uri": "/m", "inputs": "t"}]})),
-     ConfigError, "output: required key is missing"),
-    ("conf: wrong value type", lambda c: _parse(_conf(c, run={"chunk_rows": "many"})),
-     ConfigError, "chunk_rows"),
-    ("conf: unset environment variable", lambda c: _parse(
-        _conf(c, output={"path": "${NOT_SET_ANYWHERE}"}), env={}),
-     ConfigError, "NOT_SET_ANYWHERE"),
-    ("conf: duplicate key", lambda c: _parse(_conf(c) + "output: {path: y}\n"),
-     ConfigError, "duplicate key 'output'"),
-    ("conf: not a mapping", lambda c: _parse("- just\n- a list\n"),
-     ConfigError, "mapping of sections"),
+    (
+        "conf: misspelled key",
+        lambda c: _parse(_conf(c, run={"chunk_row": 10})),
+        ConfigError,
+        "unknown key 'chunk_row' \\(did you mean 'chunk_rows'\\?\\)",
+    ),
+    (
+        "conf: misspelled step option",
+        lambda c: _parse(
+            _conf(
+                c,
+                models=[{"name": "p", "uri": "/m", "inputs": "text", "options": {"batchsize": 8}}],
+            )
+        ),
+        ConfigError,
+        "did you mean 'batch_size'",
+    ),
+    (
+        "conf: unknown section",
+        lambda c: _parse(_conf(c, outputs={"path": "x"})),
+        ConfigError,
+        "unknown key 'outputs'",
+    ),
+    (
+        "conf: missing section",
+        lambda c: _parse(
+            yaml.safe_dump(
+                {
+                    "input": {"format": "parquet", "path": "x"},
+                    "models": [{"name": "p", "uri": "/m", "inputs": "t"}],
+                }
+            )
+        ),
+        ConfigError,
+        "output: required key is missing",
+    ),
+    (
+        "conf: wrong value type",
+        lambda c: _parse(_conf(c, run={"chunk_rows": "many"})),
+        ConfigError,
+        "chunk_rows",
+    ),
+    (
+        "conf: unset environment variable",
+        lambda c: _parse(_conf(c, output={"path": "${NOT_SET_ANYWHERE}"}), env={}),
+        ConfigError,
+        "NOT_SET_ANYWHERE",
+    ),
+    (
+        "conf: duplicate key",
+        lambda c: _parse(_conf(c) + "output: {path: y}\n"),
+        ConfigError,
+        "duplicate key 'output'",
+    ),
+    (
+        "conf: not a mapping",
+        lambda c: _parse("- just\n- a list\n"),
+        ConfigError,
+        "mapping of sections",
+    ),
 ]
 
 
 @pytest.fixture(scope="module")
-def ctx(spark: Any, saved: dict[str, str], tiny_models: dict[str, Path],
-        tmp_path_factory: pytest.TempPathFactory) -> Ctx:
+def ctx(
+    spark: Any,
+    saved: dict[str, str],
+    tiny_models: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Ctx:
     """The shared context of the up-front cases."""
     return Ctx(spark, saved, tiny_models, tmp_path_factory.mktemp("upfront"))
 
 
-@pytest.mark.parametrize(("case", "make", "error", "message"), UPFRONT,
-                         ids=[u[0] for u in UPFRONT])
-def test_refused_up_front(ctx: Ctx, case: str, make: Callable[[Ctx], Any],
-                          error: type[BaseException], message: str) -> None:
+@pytest.mark.parametrize(("case", "make", "error", "message"), UPFRONT, ids=[u[0] for u in UPFRONT])
+def test_refused_up_front(
+    ctx: Ctx, case: str, make: Callable[[Ctx], Any], error: type[BaseException], message: str
+) -> None:
     """A clear hfspark error on the driver before any Spark job (model folders: at model_udf)."""
     with no_spark_job(ctx.spark), pytest.raises(error, match=message) as info:
         make(ctx)
@@ -693,13 +999,21 @@ def test_no_spark_job_guard_sees_jobs(spark: Any) -> None:
 def test_cli_exits_non_zero_on_bad_conf(tmp_path: Path) -> None:
     """``hfspark validate`` with an unknown key: exit code 2 and the key named, no Spark started."""
     conf = tmp_path / "job.yaml"
-    conf.write_text(yaml.safe_dump({
-        "input": {"format": "parquet", "path": str(tmp_path)},
-        "models": [{"name": "p", "uri": str(tmp_path), "inputs": "text"}],
-        "output": {"path": str(tmp_path / "out"), "mdoe": "append"},
-    }))
-    proc = subprocess.run([sys.executable, "-m", "hfspark.cli", "validate", str(conf)],
-                          capture_output=True, text=True, timeout=120)
+    conf.write_text(
+        yaml.safe_dump(
+            {
+                "input": {"format": "parquet", "path": str(tmp_path)},
+                "models": [{"name": "p", "uri": str(tmp_path), "inputs": "text"}],
+                "output": {"path": str(tmp_path / "out"), "mdoe": "append"},
+            }
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "hfspark.cli", "validate", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "unknown key 'mdoe' (did you mean 'mode'?)" in proc.stderr
 
@@ -709,31 +1023,46 @@ def test_job_input_column_missing(spark: Any, saved: dict[str, str], tmp_path: P
     from hfspark.jobs import validate_job
 
     spark.createDataFrame([(1, "a")], "id long, body string").write.parquet(str(tmp_path / "in"))
-    job = _parse(yaml.safe_dump({
-        "input": {"format": "parquet", "path": str(tmp_path / "in")},
-        "models": [{"name": "p", "uri": saved["text-classification"], "inputs": "text"}],
-        "output": {"path": str(tmp_path / "out")},
-    }))
+    job = _parse(
+        yaml.safe_dump(
+            {
+                "input": {"format": "parquet", "path": str(tmp_path / "in")},
+                "models": [{"name": "p", "uri": saved["text-classification"], "inputs": "text"}],
+                "output": {"path": str(tmp_path / "out")},
+            }
+        )
+    )
     with pytest.raises(InputSchemaError, match="input column 'text' not found"):
         validate_job(job, spark)
     assert not (tmp_path / "out").exists()
 
 
-def test_output_path_holding_non_delta_table(spark: Any, saved: dict[str, str],
-                                             tmp_path: Path) -> None:
+def test_output_path_holding_non_delta_table(
+    spark: Any, saved: dict[str, str], tmp_path: Path
+) -> None:
     """A Delta output path that holds a Parquet table is refused before anything is written."""
     from hfspark.jobs import run_job, validate_job
 
     spark.createDataFrame([(1, "a")], "id long, text string").write.parquet(str(tmp_path / "in"))
     spark.createDataFrame([(9, "x")], "id long, other string").write.parquet(str(tmp_path / "out"))
     before = sorted(p.name for p in (tmp_path / "out").iterdir())
-    job = _parse(yaml.safe_dump({
-        "input": {"format": "parquet", "path": str(tmp_path / "in"), "id_column": "id"},
-        "models": [{"name": "p", "uri": saved["text-classification"], "inputs": "text",
-                    "options": {"device": "cpu"}}],
-        "output": {"path": str(tmp_path / "out")},
-        "run": {"progress": "off", "report_path": None},
-    }))
+    job = _parse(
+        yaml.safe_dump(
+            {
+                "input": {"format": "parquet", "path": str(tmp_path / "in"), "id_column": "id"},
+                "models": [
+                    {
+                        "name": "p",
+                        "uri": saved["text-classification"],
+                        "inputs": "text",
+                        "options": {"device": "cpu"},
+                    }
+                ],
+                "output": {"path": str(tmp_path / "out")},
+                "run": {"progress": "off", "report_path": None},
+            }
+        )
+    )
     try:
         with pytest.raises(ConfigError, match="not a Delta table"):
             validate_job(job, spark)
@@ -764,7 +1093,9 @@ def test_case_count(record_property: Callable[[str, Any], None]) -> None:
     """Print and record how many distinct bad-input cases this module checks."""
     n = case_count()
     rows = sum(len(f.cases) for f in FAMILIES)
-    print(f"bad-input cases: {n} ({rows} per row in {len(FAMILIES)} families, "
-          f"{len(UPFRONT)} up front, {len(EXTRA_CASES)} others)")
+    print(
+        f"bad-input cases: {n} ({rows} per row in {len(FAMILIES)} families, "
+        f"{len(UPFRONT)} up front, {len(EXTRA_CASES)} others)"
+    )
     record_property("bad_input_cases", n)
     assert n >= 40

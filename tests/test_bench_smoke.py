@@ -30,8 +30,14 @@ def _run_bench(tmp_path: Path, **env: str) -> tuple[str, Path]:
         "HF_HUB_OFFLINE": "1",
         **env,
     }
-    proc = subprocess.run([sys.executable, "-m", "bench.run"], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=1500)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run"],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc.stdout, out
 
@@ -48,14 +54,18 @@ def _check_files(out: Path) -> dict:
 def test_bench_quick_classification(tmp_path: Path) -> None:
     """hfspark, MLflow default, ceiling and int8/bf16 on 60 rows at 2 and 32 partitions."""
     stdout, out = _run_bench(
-        tmp_path, HFSPARK_BENCH_ROWS="60", HFSPARK_BENCH_TASKS="classification",
+        tmp_path,
+        HFSPARK_BENCH_ROWS="60",
+        HFSPARK_BENCH_TASKS="classification",
         HFSPARK_BENCH_SYSTEMS="hfspark,mlflow default",
     )
     assert "## text-classification" in stdout
     assert "compute ceiling (row)" in stdout and "compute ceiling (sorted16)" in stdout
-    for line in ("hfspark >= 0.95x compute ceiling at 2 partitions",
-                 "hfspark >= 1.1x MLflow best at 32 partitions",
-                 "hfspark model loads = Python workers at 32 partitions"):
+    for line in (
+        "hfspark >= 0.95x compute ceiling at 2 partitions",
+        "hfspark >= 1.1x MLflow best at 32 partitions",
+        "hfspark model loads = Python workers at 32 partitions",
+    ):
         assert any(x.startswith(("PASS", "FAIL")) and line in x for x in stdout.splitlines()), line
     data = _check_files(out)
     systems = {(r["system"], r["partitions"]) for r in data["spark"]}
@@ -64,12 +74,17 @@ def test_bench_quick_classification(tmp_path: Path) -> None:
     assert all(r["rows"] == 60 and r["rows_per_s"] > 0 and r["workers"] >= 1 for r in hf)
     assert all(r["loads_total"] is not None and r["loads_total"] >= 1 for r in hf)
     assert {q["variant"] for q in data["quant"]} == {
-        "fp32", "fp32 pruned last layer (default)", "int8 dynamic", "bf16"}
+        "fp32",
+        "fp32 pruned last layer (default)",
+        "int8 dynamic",
+        "bf16",
+    }
     pruned = next(q for q in data["quant"] if q["variant"].startswith("fp32 pruned"))
     assert pruned["label_agreement"] == 1.0 and pruned["max_abs_score_diff"] < 1e-5
     ceiling = data["ceiling"]["text-classification"]  # one round beside each timed hfspark job
     assert {(c["mode"], c["partitions"]) for c in ceiling} == {
-        (m, p) for m in ("row", "sorted8", "sorted16") for p in (2, 32)}
+        (m, p) for m in ("row", "sorted8", "sorted16") for p in (2, 32)
+    }
     assert all(len(c["all_seconds"]) == 1 and c["rows"] == 60 for c in ceiling)
     assert "compute ceiling (sorted8) | beside 32" in stdout
     assert not data["failures"]

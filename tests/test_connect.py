@@ -20,8 +20,12 @@ from hfspark.errors import ConfigError
 from hfspark.testing.cluster import ConnectServer
 
 pytestmark = [pytest.mark.connect, pytest.mark.filterwarnings("ignore")]
-ROWS = [(1, "I love this movie, it is great."), (2, "Terrible, boring and bad."), (3, None),
-        (4, "Hello world!")]
+ROWS = [
+    (1, "I love this movie, it is great."),
+    (2, "Terrible, boring and bad."),
+    (3, None),
+    (4, "Hello world!"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +89,10 @@ def test_model_udf_and_sql_functions(remote, model, no_spark_context):
     register(remote, "sentiment", model, params={"top_k": 1})
     udfs = register_all(remote, {"sentiment_safe": {"uri": model, "errors": "column"}})
     assert "error" in udfs["sentiment_safe"].returnType.fieldNames()
-    got = remote.sql("SELECT id, sentiment(text).label AS label, size(sentiment(text).scores) AS k, "
-                     "sentiment_safe(text).error AS err FROM reviews WHERE text IS NOT NULL").collect()
+    got = remote.sql(
+        "SELECT id, sentiment(text).label AS label, size(sentiment(text).scores) AS k, "
+        "sentiment_safe(text).error AS err FROM reviews WHERE text IS NOT NULL"
+    ).collect()
     assert len(got) == 3 and all(r.k == 1 and r.err is None for r in got)
     assert {r.label for r in got} <= {"NEGATIVE", "POSITIVE"}
 
@@ -100,13 +106,27 @@ def test_job_writes_delta(remote, model, tmp_path: Path):
 
     data, out = tmp_path / "in.jsonl", tmp_path / "out"
     data.write_text("\n".join(json.dumps({"id": i, "text": t}) for i, t in ROWS))
-    job = parse_config(yaml.safe_dump({
-        "input": {"format": "json", "path": str(data), "id_column": "id"},
-        "models": [{"name": "sentiment", "uri": model, "inputs": "text",
-                    "options": {"errors": "column", "batch_size": 2}}],
-        "output": {"format": "delta", "path": str(out)},
-        "run": {"chunk_rows": 2, "progress": "off", "report_path": str(tmp_path / "reports")},
-    }))
+    job = parse_config(
+        yaml.safe_dump(
+            {
+                "input": {"format": "json", "path": str(data), "id_column": "id"},
+                "models": [
+                    {
+                        "name": "sentiment",
+                        "uri": model,
+                        "inputs": "text",
+                        "options": {"errors": "column", "batch_size": 2},
+                    }
+                ],
+                "output": {"format": "delta", "path": str(out)},
+                "run": {
+                    "chunk_rows": 2,
+                    "progress": "off",
+                    "report_path": str(tmp_path / "reports"),
+                },
+            }
+        )
+    )
     report = run_job(job, remote)  # a Connect session: the runner skips SparkContext-only extras
     assert report.status == "succeeded" and report.rows["written"] == 4
     rows = [r.asDict(recursive=True) for r in remote.read.format("delta").load(str(out)).collect()]
@@ -123,9 +143,11 @@ def test_hfspark_sql_remote(remote, model, connect_server, tmp_path: Path, capsy
     functions = tmp_path / "models.yaml"
     functions.write_text(yaml.safe_dump({"sentiment": {"uri": model, "errors": "column"}}))
     out = tmp_path / "scored"
-    sql = (f"CREATE TABLE scored USING delta LOCATION '{out}' AS "
-           "SELECT id, sentiment(text) AS pred FROM reviews; "
-           "SELECT id, pred.label AS label FROM scored WHERE pred.label IS NOT NULL ORDER BY id")
+    sql = (
+        f"CREATE TABLE scored USING delta LOCATION '{out}' AS "
+        "SELECT id, sentiment(text) AS pred FROM reviews; "
+        "SELECT id, pred.label AS label FROM scored WHERE pred.label IS NOT NULL ORDER BY id"
+    )
     assert main(["sql", str(functions), "--remote", connect_server.url, "-e", sql]) == 0
     printed = capsys.readouterr().out
     assert "OK: CREATE TABLE scored USING delta" in printed

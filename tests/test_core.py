@@ -26,10 +26,15 @@ def saved(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
     from hfspark.flavor import save_model
 
     root = tmp_path_factory.mktemp("core-saved")
-    tasks = {"text-classification": "text-classification", "token-classification": "ner",
-             "feature-extraction": "feature-extraction", "question-answering": "question-answering",
-             "text2text-generation": "summarization", "image-classification": "image-classification",
-             "asr-ctc": "automatic-speech-recognition"}
+    tasks = {
+        "text-classification": "text-classification",
+        "token-classification": "ner",
+        "feature-extraction": "feature-extraction",
+        "question-answering": "question-answering",
+        "text2text-generation": "summarization",
+        "image-classification": "image-classification",
+        "asr-ctc": "automatic-speech-recognition",
+    }
     out = {}
     for name, task in tasks.items():
         save_model(str(tiny_models[name]), root / name, task=task)
@@ -78,8 +83,10 @@ def test_null_struct_and_null_first_column(spark, saved) -> None:
     from hfspark.udfs import model_udf
 
     qa = model_udf(saved["question-answering"], errors="column")
-    df = spark.createDataFrame([(1, "What is it?", "It is a cat."), (2, None, "ctx")],
-                               "id long, question string, context string")
+    df = spark.createDataFrame(
+        [(1, "What is it?", "It is a cat."), (2, None, "ctx")],
+        "id long, question string, context string",
+    )
     two = {r.id: r.a for r in df.select("id", qa("question", "context").alias("a")).collect()}
     assert two[2] is None and two[1].answer is not None
     structs = df.select("id", F.when(F.col("id") == 1, F.struct("question", "context")).alias("s"))
@@ -90,9 +97,13 @@ def test_null_struct_and_null_first_column(spark, saved) -> None:
 def _bad_text(spark):
     from pyspark.sql import functions as F
 
-    df = spark.createDataFrame([(1, "good movie"), (2, "x"), (3, "bad movie")], "id long, text string")
-    return df.withColumn("text", F.when(F.col("id") == 2, F.unhex(F.lit(BAD_HEX)).cast("string"))
-                         .otherwise(F.col("text")))
+    df = spark.createDataFrame(
+        [(1, "good movie"), (2, "x"), (3, "bad movie")], "id long, text string"
+    )
+    return df.withColumn(
+        "text",
+        F.when(F.col("id") == 2, F.unhex(F.lit(BAD_HEX)).cast("string")).otherwise(F.col("text")),
+    )
 
 
 def test_invalid_utf8_is_one_rows_error_however_called(spark, saved, tmp_path) -> None:
@@ -118,18 +129,28 @@ def test_invalid_utf8_is_one_rows_error_however_called(spark, saved, tmp_path) -
         assert rows[1].error is None and rows[3].error is None, how  # the others are predicted
     strict = model_udf(saved["text-classification"])
     register(spark, "sentiment_r", saved["text-classification"])
-    for _how, frame in {"f(name)": df.select(strict("text")),
-                       "SQL": spark.sql("SELECT sentiment_r(text) FROM bad_texts")}.items():
-        with pytest.raises(PythonException, match=r"Row \d+ of this batch failed: RowError: invalid UTF-8"):
+    for _how, frame in {
+        "f(name)": df.select(strict("text")),
+        "SQL": spark.sql("SELECT sentiment_r(text) FROM bad_texts"),
+    }.items():
+        with pytest.raises(
+            PythonException, match=r"Row \d+ of this batch failed: RowError: invalid UTF-8"
+        ):
             frame.collect()
     # a job writing Delta: the row's error lands in the table, the other rows are predicted
     src = tmp_path / "bad.parquet"
     df.write.parquet(str(src))
     from hfspark.jobs import load_config, run_job
 
-    conf = write_conf(tmp_path / "job.yaml", job_conf(
-        {"format": "parquet", "path": str(src), "id_column": "id"}, saved["text-classification"],
-        {"path": str(tmp_path / "out")}, run={"report_path": str(tmp_path / "reports")}))
+    conf = write_conf(
+        tmp_path / "job.yaml",
+        job_conf(
+            {"format": "parquet", "path": str(src), "id_column": "id"},
+            saved["text-classification"],
+            {"path": str(tmp_path / "out")},
+            run={"report_path": str(tmp_path / "reports")},
+        ),
+    )
     report = run_job(load_config(conf), spark, raise_on_error=False)
     assert report.status == "succeeded" and report.rows["errors"] == 1
     out = {r.id: r.pred for r in spark.read.format("delta").load(str(tmp_path / "out")).collect()}
@@ -141,9 +162,11 @@ def test_result_columns_are_named_after_the_task(spark, saved) -> None:
 
     df = spark.createDataFrame([(1, "a")], "id long, text string")
     assert df.select(model_udf(saved["text-classification"])("text")).columns == [
-        "text_classification(text)"]
+        "text_classification(text)"
+    ]
     assert df.select(model_udf(saved["feature-extraction"])("text")).columns == [
-        "feature_extraction(text)"]
+        "feature_extraction(text)"
+    ]
     register(spark, "embed_fn", saved["feature-extraction"])
     df.createOrReplaceTempView("named")
     assert spark.sql("SELECT embed_fn(text) FROM named").columns == ["embed_fn(text)"]
@@ -163,7 +186,9 @@ def test_model_reference_is_resolved_once_on_the_driver(saved) -> None:
     back = pickle.loads(pickle.dumps(ref))
     assert back == ref and _local_info(back) == ref.info  # same folder here: used as it is
     moved = ref.info.relocated(Path("/elsewhere"))
-    assert moved.model_dir == Path("/elsewhere") / Path(ref.info.model_dir).relative_to(ref.info.root)
+    assert moved.model_dir == Path("/elsewhere") / Path(ref.info.model_dir).relative_to(
+        ref.info.root
+    )
 
 
 def test_import_layers() -> None:
@@ -173,10 +198,15 @@ def test_import_layers() -> None:
     done = subprocess.run([str(lint)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:]
     assert "Contracts: 2 kept, 0 broken." in done.stdout
-    probe = ("import sys, json, hfspark.udfs.engine, hfspark.udfs.executor, hfspark.udfs.arrow, "
-             "hfspark.udfs.reference; print(json.dumps(sorted(sys.modules)))")
-    mods = json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True,
-                                     text=True, check=True, cwd=ROOT).stdout)
+    probe = (
+        "import sys, json, hfspark.udfs.engine, hfspark.udfs.executor, hfspark.udfs.arrow, "
+        "hfspark.udfs.reference; print(json.dumps(sorted(sys.modules)))"
+    )
+    mods = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+        ).stdout
+    )
     ours = [m for m in mods if m.startswith("hfspark")]
     assert not [m for m in ours if m.startswith(("hfspark.jobs", "hfspark.sql", "hfspark.cli"))]
     assert not {"yaml", "mlflow", "pandas"} & set(mods), ours

@@ -42,7 +42,9 @@ def _plan_cost(lengths: list[int], batches: list[list[int]], call_cost: float) -
     return sum(call_cost + len(b) * max(lengths[p] for p in b) for b in batches)
 
 
-def _best_cost(sizes: list[int], batch_size: int, max_tokens: int | None, call_cost: float) -> float:
+def _best_cost(
+    sizes: list[int], batch_size: int, max_tokens: int | None, call_cost: float
+) -> float:
     """Brute force over every way to cut the sorted rows into consecutive batches."""
     from itertools import product
 
@@ -52,8 +54,11 @@ def _best_cost(sizes: list[int], batch_size: int, max_tokens: int | None, call_c
     for cuts in product((False, True), repeat=max(0, n - 1)):
         bounds = [0, *[i + 1 for i, c in enumerate(cuts) if c], n]
         groups = [sizes[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
-        if all(len(g) == 1 or (len(g) <= batch_size and (max_tokens is None or len(g) * max(g) <= max_tokens))
-               for g in groups):
+        if all(
+            len(g) == 1
+            or (len(g) <= batch_size and (max_tokens is None or len(g) * max(g) <= max_tokens))
+            for g in groups
+        ):
             best = min(best, sum(call_cost + len(g) * max(g) for g in groups))
     return best
 
@@ -65,13 +70,16 @@ def _best_cost(sizes: list[int], batch_size: int, max_tokens: int | None, call_c
     max_tokens=st.one_of(st.none(), st.integers(1, 900)),
     call_cost=st.floats(0, 64),
 )
-def test_cost_plan_is_optimal_and_valid(lengths: list[int], batch_size: int, max_tokens: int | None,
-                                        call_cost: float) -> None:
+def test_cost_plan_is_optimal_and_valid(
+    lengths: list[int], batch_size: int, max_tokens: int | None, call_cost: float
+) -> None:
     plan = plan_batches(lengths, batch_size=batch_size, max_tokens=max_tokens, call_cost=call_cost)
     assert sorted(p for b in plan for p in b) == list(range(len(lengths)))
     for b in plan:
-        assert len(b) == 1 or (len(b) <= batch_size
-                               and (max_tokens is None or len(b) * max(lengths[p] for p in b) <= max_tokens))
+        assert len(b) == 1 or (
+            len(b) <= batch_size
+            and (max_tokens is None or len(b) * max(lengths[p] for p in b) <= max_tokens)
+        )
     greedy = plan_batches(lengths, batch_size=batch_size, max_tokens=max_tokens)
     cost = _plan_cost(lengths, plan, call_cost)
     assert cost <= _plan_cost(lengths, greedy, call_cost) + 1e-9
@@ -81,19 +89,33 @@ def test_cost_plan_is_optimal_and_valid(lengths: list[int], batch_size: int, max
 def test_cost_plan_extremes() -> None:
     lengths = [5, 98, 7, 100, 6, 99]
     # a free call: only equal-length rows share a batch
-    assert plan_batches(lengths, batch_size=8, max_tokens=None, call_cost=0) == [[0], [4], [2], [1], [5], [3]]
+    assert plan_batches(lengths, batch_size=8, max_tokens=None, call_cost=0) == [
+        [0],
+        [4],
+        [2],
+        [1],
+        [5],
+        [3],
+    ]
     # a costly call: full batches, as the greedy plan
     assert plan_batches(lengths, batch_size=3, max_tokens=None, call_cost=1e6) == plan_batches(
-        lengths, batch_size=3, max_tokens=None)
+        lengths, batch_size=3, max_tokens=None
+    )
     # the encoder default: short rows together, long rows together
-    assert plan_batches(lengths, batch_size=8, max_tokens=None, call_cost=8) == [[0, 4, 2], [1, 5, 3]]
+    assert plan_batches(lengths, batch_size=8, max_tokens=None, call_cost=8) == [
+        [0, 4, 2],
+        [1, 5, 3],
+    ]
 
 
 def test_arrow_rows_shapes() -> None:
     assert arrow_rows([pa.array(["a", None])], ("text",)) == ["a", None]
     struct = pa.array([{"question": "q", "context": "c"}, None, {"question": None, "context": "d"}])
     assert arrow_rows([struct], ("question", "context")) == [
-        {"question": "q", "context": "c"}, None, None]  # a null struct, or a null first field
+        {"question": "q", "context": "c"},
+        None,
+        None,
+    ]  # a null struct, or a null first field
     two = arrow_rows([pa.array(["q"]), pa.array(["c"])], ("question", "context"))
     assert two == [{"question": "q", "context": "c"}]
     bad = pa.array([b"ok", b"A\xffB", None], type=pa.binary()).view(pa.string())
@@ -120,7 +142,9 @@ class _Flaky:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         if any(f.get("poison") for f in features):
             raise ValueError("poisoned row")
-        return self.inner.forward(loaded, [{k: v for k, v in f.items() if k != "poison"} for f in features])
+        return self.inner.forward(
+            loaded, [{k: v for k, v in f.items() if k != "poison"} for f in features]
+        )
 
     def prepare(self, loaded: Any, items: list[Any]) -> list[Any]:
         feats = self.inner.prepare(loaded, items)

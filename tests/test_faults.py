@@ -78,21 +78,29 @@ PACE_S = 0.5  # per Arrow batch of 8 rows in the phases where a kill must land m
 DRIVER_CONF = {"spark.driver.memory": "1g", "spark.sql.execution.arrow.maxRecordsPerBatch": "8"}
 
 
-def start_cluster(request: pytest.FixtureRequest, work_dir: Path,
-                  env: dict[str, str] | None = None) -> StandaloneCluster:
+def start_cluster(
+    request: pytest.FixtureRequest, work_dir: Path, env: dict[str, str] | None = None
+) -> StandaloneCluster:
     """A fresh standalone cluster (2 workers, 1 core each), stopped when the requester ends."""
-    cluster = StandaloneCluster(2, cores=1, memory="2g", env={**QUICK_ENV, **(env or {})},
-                                work_dir=work_dir)
+    cluster = StandaloneCluster(
+        2, cores=1, memory="2g", env={**QUICK_ENV, **(env or {})}, work_dir=work_dir
+    )
     request.addfinalizer(cluster.stop)
     return cluster.start()
 
 
-def run_app(request: pytest.FixtureRequest, cluster: StandaloneCluster, plan: Path, log: Path,
-            conf: dict[str, str] | None = None,
-            env: dict[str, str] | None = None) -> subprocess.Popen:
+def run_app(
+    request: pytest.FixtureRequest,
+    cluster: StandaloneCluster,
+    plan: Path,
+    log: Path,
+    conf: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen:
     """Start the fault app with spark-submit (its output in ``log``), killed when the test ends."""
-    cmd = submit_command(CLASSIFY, [str(plan)], master=cluster.master_url,
-                         conf={**DRIVER_CONF, **(conf or {})})
+    cmd = submit_command(
+        CLASSIFY, [str(plan)], master=cluster.master_url, conf={**DRIVER_CONF, **(conf or {})}
+    )
     driver = launch(cmd, spark_env({**QUICK_ENV, **(env or {})}), log)
     request.addfinalizer(lambda: kill_group(driver))  # no-op once it has exited
     return driver
@@ -104,8 +112,9 @@ def finish(driver: subprocess.Popen, log: Path, timeout: float = 180) -> str:
         driver.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         kill_group(driver)
-        raise AssertionError(f"the app did not exit within {timeout:.0f}s of its last phase; "
-                             f"log {log}") from None
+        raise AssertionError(
+            f"the app did not exit within {timeout:.0f}s of its last phase; log {log}"
+        ) from None
     return log.read_text(errors="replace")
 
 
@@ -154,29 +163,63 @@ def _pick(ctl: AppControl, phase: str, ok: Callable[[Marker], bool]) -> Marker |
 
 
 @pytest.fixture(scope="module")
-def executor_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-                 saved_model: Path) -> Iterator[ExecutorRun]:
+def executor_run(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, saved_model: Path
+) -> Iterator[ExecutorRun]:
     """Run the classify app through its phases on a fresh cluster, injecting each fault."""
     root = tmp_path_factory.mktemp("executor-faults")
     cluster = start_cluster(request, root / "cluster")
     ctl = AppControl(root)
-    outputs = {"clean": root / "clean", "python_kill": root / "python_kill",
-               "worker_kill": root / "worker_kill", "disk_full": root / "full" / "table",
-               "read_only": root / "ro" / "table"}
+    outputs = {
+        "clean": root / "clean",
+        "python_kill": root / "python_kill",
+        "worker_kill": root / "worker_kill",
+        "disk_full": root / "full" / "table",
+        "read_only": root / "ro" / "table",
+    }
     # Phase order: the failed commit (read_only) keeps its Python workers warm; a failed task
     # (disk_full) does not, so it comes last, after the kills.
     run = ExecutorRun(ctl=ctl, outputs=outputs, mount_skip=can_mount())
     disk = run.mount_skip is None
     phases: list[dict[str, Any]] = [
         {"name": "clean", "model": "m", "output": str(outputs["clean"])},
-        *([{"name": "read_only", "model": "m", "output": str(outputs["read_only"]),
-            "mode": "append", "wait": True}] if disk else []),
-        {"name": "python_kill", "model": "m", "output": str(outputs["python_kill"]),
-         "pace": PACE_S},
-        {"name": "worker_kill", "model": "m", "output": str(outputs["worker_kill"]),
-         "pace": PACE_S},
-        *([{"name": "disk_full", "model": "m", "output": str(outputs["disk_full"]),
-            "mode": "append"}] if disk else []),
+        *(
+            [
+                {
+                    "name": "read_only",
+                    "model": "m",
+                    "output": str(outputs["read_only"]),
+                    "mode": "append",
+                    "wait": True,
+                }
+            ]
+            if disk
+            else []
+        ),
+        {
+            "name": "python_kill",
+            "model": "m",
+            "output": str(outputs["python_kill"]),
+            "pace": PACE_S,
+        },
+        {
+            "name": "worker_kill",
+            "model": "m",
+            "output": str(outputs["worker_kill"]),
+            "pace": PACE_S,
+        },
+        *(
+            [
+                {
+                    "name": "disk_full",
+                    "model": "m",
+                    "output": str(outputs["disk_full"]),
+                    "mode": "append",
+                }
+            ]
+            if disk
+            else []
+        ),
     ]
     plan = ctl.write_plan({"m": str(saved_model)}, phases)
     conf = {"spark.executorEnv.HFSPARK_CACHE_DIR": str(root / "executor-cache")}
@@ -202,11 +245,18 @@ def executor_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         # A Python worker killed mid-batch: the worker pausing on a task's first batch, checked
         # to be a pyspark daemon's child in this cluster with torch loaded (it runs the model).
         def inference_worker(mk: Marker) -> bool:
-            return (mk.pid in cluster.process_tree() and has_torch(mk.pid)
-                    and "pyspark.daemon" in cmdline(parent(mk.pid) or 0))
+            return (
+                mk.pid in cluster.process_tree()
+                and has_torch(mk.pid)
+                and "pyspark.daemon" in cmdline(parent(mk.pid) or 0)
+            )
 
-        victim = wait_for(lambda: _pick(ctl, "python_kill", inference_worker), 240,
-                          "a batch of phase python_kill", job)
+        victim = wait_for(
+            lambda: _pick(ctl, "python_kill", inference_worker),
+            240,
+            "a batch of phase python_kill",
+            job,
+        )
         sigkill(victim.pid)
         run.python_victim = victim
         assert ctl.done("python_kill") is None, "the Python worker kill did not land mid-phase"
@@ -214,9 +264,12 @@ def executor_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
         # A worker (JVM + executor + its Python workers) killed while it runs a task.
         worker0 = cluster.worker_pids()[0]
-        victim = wait_for(lambda: _pick(ctl, "worker_kill",
-                                        lambda mk: mk.pid in process_tree([worker0])),
-                          240, "a batch of phase worker_kill on worker 0", job)
+        victim = wait_for(
+            lambda: _pick(ctl, "worker_kill", lambda mk: mk.pid in process_tree([worker0])),
+            240,
+            "a batch of phase worker_kill on worker 0",
+            job,
+        )
         run.worker0_tree = process_tree([worker0])
         cluster.kill_worker(0, signal.SIGKILL)
         run.worker_victim = victim
@@ -251,11 +304,15 @@ def test_python_worker_killed_mid_batch_task_is_retried(executor_run: ExecutorRu
     run, victim = executor_run, executor_run.python_victim
     outcome = run.outcomes["python_kill"]
     assert outcome["ok"], outcome
-    assert_same_predictions(read_predictions(run.outputs["python_kill"]), clean,
-                            "after a Python worker was killed")
+    assert_same_predictions(
+        read_predictions(run.outputs["python_kill"]), clean, "after a Python worker was killed"
+    )
     assert "Python worker exited unexpectedly" in run.log, "the driver did not see it die"
-    retried = [mk for mk in run.ctl.markers("python_kill")
-               if mk.partition == victim.partition and mk.attempt > victim.attempt]
+    retried = [
+        mk
+        for mk in run.ctl.markers("python_kill")
+        if mk.partition == victim.partition and mk.attempt > victim.attempt
+    ]
     assert retried, f"partition {victim.partition} (killed in {victim}) was not retried"
     assert victim.pid not in {mk.pid for mk in retried}
 
@@ -264,11 +321,15 @@ def test_worker_killed_mid_job_tasks_are_rescheduled(executor_run: ExecutorRun, 
     run, victim = executor_run, executor_run.worker_victim
     outcome = run.outcomes["worker_kill"]
     assert outcome["ok"], outcome
-    assert_same_predictions(read_predictions(run.outputs["worker_kill"]), clean,
-                            "after a worker was killed")
+    assert_same_predictions(
+        read_predictions(run.outputs["worker_kill"]), clean, "after a worker was killed"
+    )
     assert "Lost executor" in run.log or "ExecutorLostFailure" in run.log
-    retried = [mk for mk in run.ctl.markers("worker_kill")
-               if mk.partition == victim.partition and mk.attempt > victim.attempt]
+    retried = [
+        mk
+        for mk in run.ctl.markers("worker_kill")
+        if mk.partition == victim.partition and mk.attempt > victim.attempt
+    ]
     assert retried, f"partition {victim.partition} (running on the killed worker) was not rerun"
     assert not set(run.worker0_tree) & {mk.pid for mk in retried}
     assert still_running(run.worker0_tree) == [], "the killed worker left processes behind"
@@ -284,12 +345,14 @@ def test_full_disk_fails_the_append_and_keeps_the_table(executor_run: ExecutorRu
     assert not outcome["ok"], "the append to a full filesystem succeeded"
     assert "No space left on device" in outcome["error"], outcome["error"][:3000]
     assert table_version(run.outputs["disk_full"]) == 0  # no commit
-    assert_same_predictions(read_predictions(run.outputs["disk_full"]), clean,
-                            "the table on the full disk")
+    assert_same_predictions(
+        read_predictions(run.outputs["disk_full"]), clean, "the table on the full disk"
+    )
 
 
-def test_read_only_log_fails_at_commit_and_keeps_the_table(executor_run: ExecutorRun,
-                                                           clean) -> None:
+def test_read_only_log_fails_at_commit_and_keeps_the_table(
+    executor_run: ExecutorRun, clean
+) -> None:
     run = executor_run
     if run.mount_skip:
         pytest.skip(run.mount_skip)
@@ -307,8 +370,10 @@ def test_job_reason_names_the_storage_cause(executor_run: ExecutorRun) -> None:
     """What ``hfspark run`` would print for these failed writes names the cause."""
     if executor_run.mount_skip:
         pytest.skip(executor_run.mount_skip)
-    for phase, cause in (("disk_full", "No space left on device"),
-                         ("read_only", "Read-only file system")):
+    for phase, cause in (
+        ("disk_full", "No space left on device"),
+        ("read_only", "Read-only file system"),
+    ):
         reason = job_reason(executor_run.outcomes[phase]["error"])
         assert cause in reason, f"{phase}: {reason}"
 
@@ -319,8 +384,9 @@ def test_job_reason_names_the_storage_cause(executor_run: ExecutorRun) -> None:
 STORE_RETRIES, STORE_BACKOFF = 4, 1.0  # hfspark retries: waits of about 1, 2 and 4 s
 
 
-def test_model_store_outage_at_executor_load(request: pytest.FixtureRequest, tmp_path: Path,
-                                             tiny_models: dict[str, Path], clean) -> None:
+def test_model_store_outage_at_executor_load(
+    request: pytest.FixtureRequest, tmp_path: Path, tiny_models: dict[str, Path], clean
+) -> None:
     from hfspark.flavor import save_model
 
     relabelled = tmp_path / "relabelled"  # another model (config hash): loaded from the store
@@ -335,37 +401,59 @@ def test_model_store_outage_at_executor_load(request: pytest.FixtureRequest, tmp
     proxy = StoreProxy(s3.port)  # the executors' endpoint: down until the test brings it up
     request.addfinalizer(proxy.close)
     brief_uri, down_uri = "s3://models/tc", "s3://models/tc-relabelled"
-    save_model(str(tiny_models["text-classification"]), brief_uri,
-               storage_options=s3.storage_options, task="text-classification")
-    save_model(str(relabelled), down_uri, storage_options=s3.storage_options,
-               task="text-classification")
+    save_model(
+        str(tiny_models["text-classification"]),
+        brief_uri,
+        storage_options=s3.storage_options,
+        task="text-classification",
+    )
+    save_model(
+        str(relabelled), down_uri, storage_options=s3.storage_options, task="text-classification"
+    )
 
     cluster = start_cluster(request, tmp_path / "cluster")
     ctl = AppControl(tmp_path)
-    plan = ctl.write_plan({"brief": brief_uri, "down": down_uri}, [
-        {"name": "brief", "model": "brief", "output": str(tmp_path / "brief")},
-        {"name": "down", "model": "down", "output": str(tmp_path / "down"), "wait": True},
-    ])
-    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-             "AWS_DEFAULT_REGION": "us-east-1"}
-    executor_env = {**creds, "AWS_ENDPOINT_URL": proxy.url,
-                    "AWS_MAX_ATTEMPTS": "1",  # no botocore retries: hfspark's are under test
-                    "HFSPARK_STORE_RETRIES": str(STORE_RETRIES),
-                    "HFSPARK_STORE_BACKOFF": str(STORE_BACKOFF),
-                    "HFSPARK_CACHE_DIR": str(tmp_path / "executor-cache")}  # a fresh machine
+    plan = ctl.write_plan(
+        {"brief": brief_uri, "down": down_uri},
+        [
+            {"name": "brief", "model": "brief", "output": str(tmp_path / "brief")},
+            {"name": "down", "model": "down", "output": str(tmp_path / "down"), "wait": True},
+        ],
+    )
+    creds = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    executor_env = {
+        **creds,
+        "AWS_ENDPOINT_URL": proxy.url,
+        "AWS_MAX_ATTEMPTS": "1",  # no botocore retries: hfspark's are under test
+        "HFSPARK_STORE_RETRIES": str(STORE_RETRIES),
+        "HFSPARK_STORE_BACKOFF": str(STORE_BACKOFF),
+        "HFSPARK_CACHE_DIR": str(tmp_path / "executor-cache"),
+    }  # a fresh machine
     conf = {f"spark.executorEnv.{k}": v for k, v in executor_env.items()}
     # Each failed task attempt starts a fresh Python worker (imports, then hfspark's retries):
     # one attempt keeps the failing phase short. With Spark's default of 4 the failure takes
     # up to 4 times as long, still bounded.
     conf["spark.task.maxFailures"] = "1"
     # the driver reads the models' metadata straight from the store (it is up for the driver)
-    driver_env = {**creds, "AWS_ENDPOINT_URL": s3.url,
-                  "HFSPARK_CACHE_DIR": str(tmp_path / "driver-cache")}
+    driver_env = {
+        **creds,
+        "AWS_ENDPOINT_URL": s3.url,
+        "HFSPARK_CACHE_DIR": str(tmp_path / "driver-cache"),
+    }
     job = run_app(request, cluster, plan, tmp_path / "driver.log", conf, driver_env)
     # the executors' first try fails (the proxy is down): bring the store back during the backoff
     first_retry = re.compile(rf"list {re.escape(brief_uri)} failed .*retry 1/{STORE_RETRIES - 1}")
-    wait_for(lambda: first_retry.search(executor_logs(cluster.work_dir)), 240,
-             "an executor to retry the model download", job, interval=0.2)
+    wait_for(
+        lambda: first_retry.search(executor_logs(cluster.work_dir)),
+        240,
+        "an executor to retry the model download",
+        job,
+        interval=0.2,
+    )
     proxy.up()  # the outage was brief: the next retry gets through
     brief = ctl.wait_done("brief", job)
     ctl.wait_ready("down", job)
@@ -377,8 +465,9 @@ def test_model_store_outage_at_executor_load(request: pytest.FixtureRequest, tmp
     assert job.returncode == 0, log[-5000:]
 
     assert brief["ok"], brief
-    assert_same_predictions(read_predictions(tmp_path / "brief"), clean,
-                            "after a brief store outage")
+    assert_same_predictions(
+        read_predictions(tmp_path / "brief"), clean, "after a brief store outage"
+    )
     assert f"loaded {brief_uri}" in executors and proxy.connections > 0
 
     assert not down["ok"], "the job read a model from a store that is down"
@@ -386,9 +475,11 @@ def test_model_store_outage_at_executor_load(request: pytest.FixtureRequest, tmp
     assert "ModelStoreError" in error, error[:3000]
     line = job_reason(error)  # hfspark run's line: the error, the UDF call, the cause
     assert line.startswith("ModelStoreError: text_classification(pace(text)): ") and (
-        f"Cannot list {down_uri}" in line), line
-    assert re.search(rf"Cannot \w+ {re.escape(down_uri)} after {STORE_RETRIES} attempts", error), \
+        f"Cannot list {down_uri}" in line
+    ), line
+    assert re.search(rf"Cannot \w+ {re.escape(down_uri)} after {STORE_RETRIES} attempts", error), (
         error[:3000]
+    )
     # bounded: a Python worker start and hfspark's retries (about 7 s of waits)
     assert down["seconds"] < 90, f"failing took {down['seconds']}s"
     assert not list((tmp_path / "down").glob("_delta_log/*.json")), "a failed job committed"
@@ -397,18 +488,28 @@ def test_model_store_outage_at_executor_load(request: pytest.FixtureRequest, tmp
 # ---------------------------------------------------------------------------------------------
 # The driver of a YAML job is killed; the rerun resumes
 # ---------------------------------------------------------------------------------------------
-def test_driver_killed_mid_job_rerun_resumes_exactly_once(request: pytest.FixtureRequest,
-                                                          tmp_path: Path, saved_model: Path,
-                                                          clean) -> None:
+def test_driver_killed_mid_job_rerun_resumes_exactly_once(
+    request: pytest.FixtureRequest, tmp_path: Path, saved_model: Path, clean
+) -> None:
     out = tmp_path / "out"
     conf = {
         "spark": {"conf": {"spark.sql.execution.arrow.maxRecordsPerBatch": 8}},
         "input": {"format": "json", "path": str(TEXTS), "id_column": "id"},
-        "models": [{"name": "pred", "uri": str(saved_model), "inputs": "text",
-                    "options": {"batch_size": 8, "device": "cpu"}}],
+        "models": [
+            {
+                "name": "pred",
+                "uri": str(saved_model),
+                "inputs": "text",
+                "options": {"batch_size": 8, "device": "cpu"},
+            }
+        ],
         "output": {"path": str(out)},
-        "run": {"chunk_rows": 80, "report_path": str(tmp_path / "reports"), "progress": "log",
-                "log_every_s": 1},
+        "run": {
+            "chunk_rows": 80,
+            "report_path": str(tmp_path / "reports"),
+            "progress": "log",
+            "log_every_s": 1,
+        },
     }
     job_yaml = tmp_path / "job.yaml"
     job_yaml.write_text(yaml.safe_dump(conf, sort_keys=False))
@@ -426,11 +527,20 @@ def test_driver_killed_mid_job_rerun_resumes_exactly_once(request: pytest.Fixtur
     assert 1 <= len(partial) < N_ROWS, "the driver must die in the middle of the job"
     # the app's executors go away with their driver (before the rerun asks for the cores)
     workers = cluster.worker_pids()
-    wait_for(lambda: not set(process_tree(workers)) - set(workers), 120,
-             "the killed app's executors to exit")
+    wait_for(
+        lambda: not set(process_tree(workers)) - set(workers),
+        120,
+        "the killed app's executors to exit",
+    )
 
-    done = submit(run_job, [str(job_yaml)], master=cluster.master_url, conf=DRIVER_CONF,
-                  env=QUICK_ENV, timeout=420)
+    done = submit(
+        run_job,
+        [str(job_yaml)],
+        master=cluster.master_url,
+        conf=DRIVER_CONF,
+        env=QUICK_ENV,
+        timeout=420,
+    )
     (tmp_path / "rerun.log").write_text(done.stdout + "\n" + done.stderr)
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
     assert f"wrote {N_ROWS - len(partial)} rows to delta {out}" in done.stdout

@@ -11,12 +11,22 @@ import transformers
 from hfspark.tasks import get_task
 from hfspark.tasks._first_token import FirstTokenLayer, prune_last_layer
 
-_TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
-         "max_position_embeddings": 80, "vocab_size": 120, "num_labels": 3}
+_TINY = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "max_position_embeddings": 80,
+    "vocab_size": 120,
+    "num_labels": 3,
+}
 _CLASSIFIERS = {
     "bert": (transformers.BertConfig, transformers.BertForSequenceClassification),
     "roberta": (transformers.RobertaConfig, transformers.RobertaForSequenceClassification),
-    "xlm-roberta": (transformers.XLMRobertaConfig, transformers.XLMRobertaForSequenceClassification),
+    "xlm-roberta": (
+        transformers.XLMRobertaConfig,
+        transformers.XLMRobertaForSequenceClassification,
+    ),
     "camembert": (transformers.CamembertConfig, transformers.CamembertForSequenceClassification),
     "electra": (transformers.ElectraConfig, transformers.ElectraForSequenceClassification),
 }
@@ -62,16 +72,25 @@ def test_pruned_classifier_gives_the_same_logits(model_type: str, attn: str) -> 
 def test_real_minilm_classifier_same_logits(minilm_dir: Path) -> None:
     """The real all-MiniLM-L6-v2 body with a seeded 3-label head, on mixed-length real text."""
     torch.manual_seed(0)
-    full = transformers.AutoModelForSequenceClassification.from_pretrained(str(minilm_dir), num_labels=3).eval()
-    pruned = transformers.AutoModelForSequenceClassification.from_pretrained(str(minilm_dir), num_labels=3).eval()
+    full = transformers.AutoModelForSequenceClassification.from_pretrained(
+        str(minilm_dir), num_labels=3
+    ).eval()
+    pruned = transformers.AutoModelForSequenceClassification.from_pretrained(
+        str(minilm_dir), num_labels=3
+    ).eval()
     pruned.load_state_dict(full.state_dict())
     assert prune_last_layer(pruned)
     tok = transformers.AutoTokenizer.from_pretrained(str(minilm_dir))
-    texts = ["Short.", "A somewhat longer sentence about Spark and batch inference on CPUs.",
-             " ".join(["Paragraphs of text go on and on, with commas, numbers (42) and words."] * 12)]
+    texts = [
+        "Short.",
+        "A somewhat longer sentence about Spark and batch inference on CPUs.",
+        " ".join(["Paragraphs of text go on and on, with commas, numbers (42) and words."] * 12),
+    ]
     batch = tok(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
     with torch.inference_mode():
-        torch.testing.assert_close(pruned(**batch).logits, full(**batch).logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            pruned(**batch).logits, full(**batch).logits, atol=1e-5, rtol=1e-5
+        )
 
 
 def test_pruning_is_idempotent() -> None:
@@ -127,5 +146,9 @@ def test_feature_extraction_prunes_only_for_cls_pooling(tiny_models: dict[str, P
         assert loaded.extras.get("pruned", False) is (pooling == "cls" and prune)
         with torch.inference_mode():
             vectors[pooling, prune] = adapter.forward(loaded, adapter.prepare(loaded, texts))
-    torch.testing.assert_close(torch.tensor(vectors["cls", True]), torch.tensor(vectors["cls", False]),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        torch.tensor(vectors["cls", True]),
+        torch.tensor(vectors["cls", False]),
+        atol=1e-5,
+        rtol=1e-5,
+    )

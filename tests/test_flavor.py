@@ -44,8 +44,11 @@ PIPELINE_MODELS = {
     "audio-classification": "audio-classification",
 }
 #: tiny model -> the task hfspark infers from its folder.
-ALL_MODELS = {**PIPELINE_MODELS, "question-answering": "question-answering",
-              "text2text-generation": "text2text-generation"}
+ALL_MODELS = {
+    **PIPELINE_MODELS,
+    "question-answering": "question-answering",
+    "text2text-generation": "text2text-generation",
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -75,8 +78,10 @@ def _sample(name: str) -> tuple[Any, dict]:
     rng = np.random.default_rng(0)
     if name.startswith(("asr", "audio")):
         t = np.arange(16000) / 16000
-        return {"raw": (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32),
-                "sampling_rate": 16000}, {}
+        return {
+            "raw": (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32),
+            "sampling_rate": 16000,
+        }, {}
     if name == "image-classification":
         from PIL import Image
 
@@ -171,19 +176,25 @@ def test_folder_round_trip(name: str, tiny_models: dict[str, Path], tmp_path: Pa
     from hfspark.flavor.taskinfo import required_components
 
     assert set(required_components(info.task)) <= set(parts)
-    assert type(parts["model"]).__name__ == json.loads((src / "config.json").read_text())[
-        "architectures"][0]
+    assert (
+        type(parts["model"]).__name__
+        == json.loads((src / "config.json").read_text())["architectures"][0]
+    )
 
 
 @pytest.mark.parametrize("name", ["question-answering", "text2text-generation"])
-def test_components_round_trip_same_logits(name: str, tiny_models: dict[str, Path],
-                                           tmp_path: Path) -> None:
+def test_components_round_trip_same_logits(
+    name: str, tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
     import torch
     import transformers
 
     src = tiny_models[name]
-    auto = (transformers.AutoModelForQuestionAnswering if name == "question-answering"
-            else transformers.AutoModelForSeq2SeqLM)
+    auto = (
+        transformers.AutoModelForQuestionAnswering
+        if name == "question-answering"
+        else transformers.AutoModelForSeq2SeqLM
+    )
     model = auto.from_pretrained(str(src)).eval()
     tok = transformers.AutoTokenizer.from_pretrained(str(src))
     info = save_model({"model": model, "tokenizer": tok}, tmp_path / "saved")
@@ -191,10 +202,12 @@ def test_components_round_trip_same_logits(name: str, tiny_models: dict[str, Pat
 
     parts = load_model(info.root, return_type="components", device="cpu")
     assert set(parts) == {"model", "tokenizer"}
-    enc = tok("What is the capital of France?", "The capital of France is Paris.",
-              return_tensors="pt")
-    enc2 = parts["tokenizer"]("What is the capital of France?", "The capital of France is Paris.",
-                              return_tensors="pt")
+    enc = tok(
+        "What is the capital of France?", "The capital of France is Paris.", return_tensors="pt"
+    )
+    enc2 = parts["tokenizer"](
+        "What is the capital of France?", "The capital of France is Paris.", return_tensors="pt"
+    )
     assert torch.equal(enc["input_ids"], enc2["input_ids"])
     with torch.no_grad():
         if name == "question-answering":
@@ -213,8 +226,9 @@ def test_components_round_trip_same_logits(name: str, tiny_models: dict[str, Pat
 
 
 def test_translation_task_name_and_defaults(tiny_models: dict[str, Path], tmp_path: Path) -> None:
-    info = save_model(str(tiny_models["text2text-generation"]), tmp_path / "t",
-                      task="translation_en_to_fr")
+    info = save_model(
+        str(tiny_models["text2text-generation"]), tmp_path / "t", task="translation_en_to_fr"
+    )
     assert info.task == "translation"
     assert _mlmodel(info.root)["flavors"]["transformers"]["task"] == "translation_en_to_fr"
     from hfspark.flavor.taskinfo import adapter_class
@@ -233,7 +247,8 @@ def test_minilm_folder_copy(minilm_dir: Path, tmp_path: Path) -> None:
     assert (info.model_dir / "1_Pooling" / "config.json").is_file()
     assert (info.root / "model_card.md").read_text() == (minilm_dir / "README.md").read_text()
     assert (info.model_dir / "model.safetensors").stat().st_size == (
-        minilm_dir / "model.safetensors").stat().st_size
+        minilm_dir / "model.safetensors"
+    ).stat().st_size
 
     pipe = load_model(info.root, device="cpu")
     texts = ["I like food", "I eat bread", "The stock market rose sharply"]
@@ -254,10 +269,15 @@ def test_minilm_folder_copy(minilm_dir: Path, tmp_path: Path) -> None:
 def test_dtype_device_and_options(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     import torch
 
-    info = save_model(str(tiny_models["text-classification"]), tmp_path / "m",
-                      torch_dtype="float16", inference_config={"max_length": 16},
-                      input_example={"text": "hi"}, metadata={"owner": "team-a"},
-                      model_card="# My card\n")
+    info = save_model(
+        str(tiny_models["text-classification"]),
+        tmp_path / "m",
+        torch_dtype="float16",
+        inference_config={"max_length": 16},
+        input_example={"text": "hi"},
+        metadata={"owner": "team-a"},
+        model_card="# My card\n",
+    )
     assert info.torch_dtype == "float16" and info.inference_config == {"max_length": 16}
     assert json.loads((info.root / "input_example.json").read_text()) == {"text": "hi"}
     assert (info.root / "model_card.md").read_text() == "# My card\n"
@@ -276,16 +296,18 @@ def test_task_override_and_aliases(tiny_models: dict[str, Path], tmp_path: Path)
     info = save_model(str(tiny_models["token-classification"]), tmp_path / "ner", task="ner")
     assert info.task == "token-classification"
     # a classifier read as feature-extraction (any architecture) drops the saved options
-    tc = save_model(str(tiny_models["text-classification"]), tmp_path / "tc",
-                    inference_config={"top_k": 2})
+    tc = save_model(
+        str(tiny_models["text-classification"]), tmp_path / "tc", inference_config={"top_k": 2}
+    )
     fe = read_info(tc.root, task="embeddings")
     assert fe.task == "feature-extraction" and fe.inference_config == {}
     pipe = load_model(tc.root, task="feature-extraction", device="cpu")
     assert type(pipe.model).__name__ == "BertModel"
 
 
-def test_read_info_is_cheap_and_cached(tiny_models: dict[str, Path], tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_info_is_cheap_and_cached(
+    tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     info = save_model(str(tiny_models["fill-mask"]), tmp_path / "m")
     import hfspark.flavor.weights as weights
 
@@ -317,8 +339,11 @@ def test_truncated_and_missing_weights(copy_tiny, tmp_path: Path) -> None:
     with pytest.raises(ModelValidationError, match="not a valid safetensors"):
         read_info(src)
     weights.write_bytes(data)
-    (src / "model.safetensors.index.json").write_text(json.dumps(
-        {"weight_map": {"a": "model.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    (src / "model.safetensors.index.json").write_text(
+        json.dumps(
+            {"weight_map": {"a": "model.safetensors", "b": "model-00002-of-00002.safetensors"}}
+        )
+    )
     with pytest.raises(ModelValidationError, match="model-00002-of-00002.safetensors.*missing"):
         read_info(src)
     (src / "model.safetensors.index.json").unlink()
@@ -342,15 +367,19 @@ def test_weights_changed_after_save(tiny_models: dict[str, Path], tmp_path: Path
         read_info(info.root)
 
 
-@pytest.mark.parametrize(("name", "task", "match"), [
-    ("text2text-generation", "text-generation", "ForCausalLM"),
-    ("text-generation", "summarization", "ForConditionalGeneration"),
-    ("text-classification", "token-classification", "ForTokenClassification"),
-    ("text-classification", "zero-shot-classification", "entailment"),
-    ("image-classification", "audio-classification", "ForSequenceClassification"),
-])
-def test_task_must_match_architecture(name: str, task: str, match: str,
-                                      tiny_models: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "task", "match"),
+    [
+        ("text2text-generation", "text-generation", "ForCausalLM"),
+        ("text-generation", "summarization", "ForConditionalGeneration"),
+        ("text-classification", "token-classification", "ForTokenClassification"),
+        ("text-classification", "zero-shot-classification", "entailment"),
+        ("image-classification", "audio-classification", "ForSequenceClassification"),
+    ],
+)
+def test_task_must_match_architecture(
+    name: str, task: str, match: str, tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
     with pytest.raises(ModelValidationError, match=match):
         read_info(tiny_models[name], task=task)
     with pytest.raises(ModelValidationError, match=match):
@@ -367,11 +396,13 @@ def test_encoder_decoder_is_not_text_generation(copy_tiny) -> None:
         read_info(src, task="text-generation")
 
 
-def test_unknown_or_uninferable_task(copy_tiny, tiny_models: dict[str, Path],
-                                     tmp_path: Path) -> None:
+def test_unknown_or_uninferable_task(
+    copy_tiny, tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
     with pytest.raises(UnknownTaskError, match="sentiment-analysis"):
-        save_model(str(tiny_models["text-classification"]), tmp_path / "x",
-                   task="sentiment-analysys")
+        save_model(
+            str(tiny_models["text-classification"]), tmp_path / "x", task="sentiment-analysys"
+        )
     src = copy_tiny("text-classification")
     config = json.loads((src / "config.json").read_text())
     config["architectures"] = ["MyHomeMadeNet"]
@@ -386,7 +417,8 @@ def test_missing_components(copy_tiny, tiny_models: dict[str, Path], tmp_path: P
     import transformers
 
     model = transformers.AutoModelForSequenceClassification.from_pretrained(
-        str(tiny_models["text-classification"]))
+        str(tiny_models["text-classification"])
+    )
     with pytest.raises(ModelValidationError, match="needs a tokenizer"):
         save_model({"model": model}, tmp_path / "x")
     with pytest.raises(ConfigError, match="needs a 'model'"):
@@ -423,7 +455,8 @@ def test_pickle_weights_refused_or_converted(copy_tiny, tmp_path: Path) -> None:
 
     info = save_model(str(src), tmp_path / "x", allow_pickle=True)
     assert [p.name for p in info.model_dir.iterdir() if p.suffix in (".bin", ".safetensors")] == [
-        "model.safetensors"]
+        "model.safetensors"
+    ]
     parts = load_model(info.root, return_type="components", device="cpu")
     for key, value in state.items():
         assert torch.equal(parts["model"].state_dict()[key], value), key
@@ -477,8 +510,11 @@ def test_bad_mlmodel_files(tiny_models: dict[str, Path], tmp_path: Path) -> None
     with pytest.raises(ModelValidationError, match="no 'transformers' flavor.*sklearn"):
         read_info(info.root)
     hub_ref = dict(good)
-    hub_ref["flavors"] = {"transformers": {k: v for k, v in good["flavors"]["transformers"].items()
-                                           if k != "model_binary"}}
+    hub_ref["flavors"] = {
+        "transformers": {
+            k: v for k, v in good["flavors"]["transformers"].items() if k != "model_binary"
+        }
+    }
     hub_ref["flavors"]["transformers"]["source_model_revision"] = "abc123"
     mlmodel.write_text(yaml.safe_dump(hub_ref))
     with pytest.raises(ModelValidationError, match="persist_pretrained_model"):
@@ -487,24 +523,31 @@ def test_bad_mlmodel_files(tiny_models: dict[str, Path], tmp_path: Path) -> None
         read_info(tmp_path)
 
 
-@pytest.mark.parametrize(("template", "task", "match"), [
-    ("Answer: {}", "text-generation", "exactly one"),
-    ("no placeholder", "text-generation", "exactly one"),
-    ("{prompt} and {prompt}", "text-generation", "exactly one"),
-    ("{prompt} in {lang}", "text-generation", "exactly one"),
-    ("Classify: {prompt}", "text-classification", "not supported for task"),
-    (42, "text-generation", "must be a string"),
-])
-def test_prompt_template_errors(template: Any, task: str, match: str,
-                                tiny_models: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("template", "task", "match"),
+    [
+        ("Answer: {}", "text-generation", "exactly one"),
+        ("no placeholder", "text-generation", "exactly one"),
+        ("{prompt} and {prompt}", "text-generation", "exactly one"),
+        ("{prompt} in {lang}", "text-generation", "exactly one"),
+        ("Classify: {prompt}", "text-classification", "not supported for task"),
+        (42, "text-generation", "must be a string"),
+    ],
+)
+def test_prompt_template_errors(
+    template: Any, task: str, match: str, tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
     folder = tiny_models["text-generation" if task == "text-generation" else "text-classification"]
     with pytest.raises(ConfigError, match=match):
         save_model(str(folder), tmp_path / "x", prompt_template=template)
 
 
 def test_prompt_template_saved(tiny_models: dict[str, Path], tmp_path: Path) -> None:
-    info = save_model(str(tiny_models["text-generation"]), tmp_path / "m",
-                      prompt_template="Answer briefly: {prompt}")
+    info = save_model(
+        str(tiny_models["text-generation"]),
+        tmp_path / "m",
+        prompt_template="Answer briefly: {prompt}",
+    )
     assert info.prompt_template == "Answer briefly: {prompt}"
     doc = _mlmodel(info.root)
     assert doc["metadata"]["prompt_template"] == "Answer briefly: {prompt}"
@@ -568,8 +611,18 @@ def test_killed_save_leaves_nothing_valid(tiny_models: dict[str, Path], tmp_path
     ready = tmp_path / "ready"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-c", _KILL_SCRIPT, str(tiny_models["text-classification"]),
-         str(target), str(ready)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-c",
+            _KILL_SCRIPT,
+            str(tiny_models["text-classification"]),
+            str(target),
+            str(ready),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 120
         while not ready.exists():
@@ -602,8 +655,9 @@ def test_interrupted_save_leftovers_refused(tiny_models: dict[str, Path], tmp_pa
         read_info(done)
 
 
-def test_failed_save_cleans_up(tiny_models: dict[str, Path], tmp_path: Path,
-                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_save_cleans_up(
+    tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import hfspark.flavor.save as save_mod
 
     def boom(*args: Any, **kwargs: Any) -> None:

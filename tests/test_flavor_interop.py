@@ -49,8 +49,10 @@ def _env(tmp_path_factory: pytest.TempPathFactory):
 def pipes(tiny_models: dict[str, Path]) -> dict[str, Any]:
     import transformers
 
-    return {name: transformers.pipeline(task, model=str(tiny_models[name]), device="cpu")
-            for name, task in MODELS.items()}
+    return {
+        name: transformers.pipeline(task, model=str(tiny_models[name]), device="cpu")
+        for name, task in MODELS.items()
+    }
 
 
 def _sample(name: str) -> Any:
@@ -85,9 +87,9 @@ def _run(pipe: Any, name: str) -> Any:
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_mlflow_saved_model_loads_in_hfspark(name: str, pipes: dict[str, Any],
-                                             tiny_models: dict[str, Path],
-                                             tmp_path: Path) -> None:
+def test_mlflow_saved_model_loads_in_hfspark(
+    name: str, pipes: dict[str, Any], tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
     pipe = pipes[name]
     path = tmp_path / "mlflow-model"
     mlflow.transformers.save_model(pipe, str(path), pip_requirements=REQS)
@@ -95,8 +97,9 @@ def test_mlflow_saved_model_loads_in_hfspark(name: str, pipes: dict[str, Any],
     info = read_info(path)
     assert info.flavor == "mlflow" and info.task == MODELS[name]
     assert info.content_hash == read_info(tiny_models[name]).content_hash
-    assert set(info.components) == set(mlflow.models.Model.load(str(path)).flavors[
-        "transformers"]["components"])
+    assert set(info.components) == set(
+        mlflow.models.Model.load(str(path)).flavors["transformers"]["components"]
+    )
     assert info.metadata["hfspark"]["content_hash"] == info.content_hash
     loaded = load_model(path, device="cpu")
     assert _run(loaded, name) == _run(pipe, name)
@@ -109,9 +112,12 @@ def test_mlflow_model_config(pipes: dict[str, Any], tmp_path: Path) -> None:
     transformers 5.24 inside MLflow itself, so it is not tested here.)
     """
     path = tmp_path / "ckpt"
-    mlflow.transformers.save_model(pipes["text-classification"], str(path),
-                                   pip_requirements=REQS,
-                                   model_config={"top_k": 2, "batch_size": 8})
+    mlflow.transformers.save_model(
+        pipes["text-classification"],
+        str(path),
+        pip_requirements=REQS,
+        model_config={"top_k": 2, "batch_size": 8},
+    )
     info = read_info(path)
     assert info.flavor == "mlflow" and info.task == "text-classification"
     from hfspark.flavor.taskinfo import adapter_class
@@ -123,8 +129,9 @@ def test_mlflow_model_config(pipes: dict[str, Any], tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_hfspark_saved_model_loads_in_mlflow(name: str, pipes: dict[str, Any],
-                                             tmp_path: Path) -> None:
+def test_hfspark_saved_model_loads_in_mlflow(
+    name: str, pipes: dict[str, Any], tmp_path: Path
+) -> None:
     pipe = pipes[name]
     info = save_model(pipe, tmp_path / "hf-model")
     loaded = mlflow.transformers.load_model(str(info.root), device=-1)
@@ -146,13 +153,15 @@ def test_prompt_template_applied_by_mlflow(pipes: dict[str, Any], tmp_path: Path
     template = "Answer briefly: {prompt}"
     info = save_model(pipes["text-generation"], tmp_path / "gen", prompt_template=template)
     pred = mlflow.pyfunc.load_model(str(info.root)).predict(["Hello world"])
-    want = pipes["text-generation"](template.format(prompt="Hello world"),
-                                    return_full_text=False)[0]["generated_text"]
+    want = pipes["text-generation"](template.format(prompt="Hello world"), return_full_text=False)[
+        0
+    ]["generated_text"]
     assert pred == [want.strip()]  # MLflow strips the generated text
 
 
-def test_removed_pipeline_tasks_load_as_components_in_mlflow(tiny_models: dict[str, Path],
-                                                             tmp_path: Path) -> None:
+def test_removed_pipeline_tasks_load_as_components_in_mlflow(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
     info = save_model(str(tiny_models["question-answering"]), tmp_path / "qa")
     doc = mlflow.models.Model.load(str(info.root))
     assert "python_function" not in doc.flavors  # transformers 5 has no QA pipeline to serve
@@ -162,10 +171,12 @@ def test_removed_pipeline_tasks_load_as_components_in_mlflow(tiny_models: dict[s
         load_model(info.root)
 
 
-def test_translation_model_from_mlflow_keeps_language_pair(tiny_models: dict[str, Path],
-                                                           tmp_path: Path) -> None:
-    info = save_model(str(tiny_models["text2text-generation"]), tmp_path / "tr",
-                      task="translation_en_to_de")
+def test_translation_model_from_mlflow_keeps_language_pair(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    info = save_model(
+        str(tiny_models["text2text-generation"]), tmp_path / "tr", task="translation_en_to_de"
+    )
     flavor = mlflow.models.Model.load(str(info.root)).flavors["transformers"]
     assert flavor["task"] == "translation_en_to_de"
     parts = mlflow.transformers.load_model(str(info.root), return_type="components")

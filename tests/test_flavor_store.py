@@ -27,15 +27,23 @@ BUCKET = "models"
 
 @pytest.fixture(scope="module", autouse=True)
 def _env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    keys = ("HFSPARK_CACHE_DIR", "HFSPARK_STORE_BACKOFF", "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    keys = (
+        "HFSPARK_CACHE_DIR",
+        "HFSPARK_STORE_BACKOFF",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_DEFAULT_REGION",
+    )
     saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({
-        "HFSPARK_CACHE_DIR": str(tmp_path_factory.mktemp("hfspark-cache")),
-        "HFSPARK_STORE_BACKOFF": "0.01",
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    })
+    os.environ.update(
+        {
+            "HFSPARK_CACHE_DIR": str(tmp_path_factory.mktemp("hfspark-cache")),
+            "HFSPARK_STORE_BACKOFF": "0.01",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
     yield
     for key, value in saved.items():
         if value is None:
@@ -64,8 +72,7 @@ def s3() -> Iterator[dict[str, Any]]:
     import boto3
 
     boto3.client("s3", endpoint_url=url).create_bucket(Bucket=BUCKET)
-    yield {"endpoint_url": url, "key": "testing", "secret": "testing",
-           "skip_instance_cache": True}
+    yield {"endpoint_url": url, "key": "testing", "secret": "testing", "skip_instance_cache": True}
     server.stop()
 
 
@@ -84,19 +91,26 @@ def test_s3_save_read_load(s3: dict[str, Any], tiny_models: dict[str, Path]) -> 
     info = save_model(str(tiny_models["text-classification"]), uri, storage_options=s3)
     assert info.uri == uri and info.root == cache_dir_for(uri)  # the local copy is the cache
     keys = _keys(s3, "sentiment/")
-    assert {"sentiment/MLmodel", "sentiment/model/model.safetensors",
-            "sentiment/components/tokenizer/tokenizer_config.json"} <= set(keys)
+    assert {
+        "sentiment/MLmodel",
+        "sentiment/model/model.safetensors",
+        "sentiment/components/tokenizer/tokenizer_config.json",
+    } <= set(keys)
 
     shutil.rmtree(info.root)  # force a download, as on a fresh machine
     again = read_info(uri, storage_options=s3)
     assert again.root == info.root and again.content_hash == info.content_hash
-    assert sorted(p.relative_to(info.root).as_posix() for p in info.root.rglob("*")
-                  if p.is_file()) == sorted(k.removeprefix("sentiment/") for k in keys)
-    assert read_info(uri, storage_options={"endpoint_url": "http://127.0.0.1:9"}).root == \
-        info.root  # cached: the store is not contacted again
+    assert sorted(
+        p.relative_to(info.root).as_posix() for p in info.root.rglob("*") if p.is_file()
+    ) == sorted(k.removeprefix("sentiment/") for k in keys)
+    assert (
+        read_info(uri, storage_options={"endpoint_url": "http://127.0.0.1:9"}).root == info.root
+    )  # cached: the store is not contacted again
 
     pipe = load_model(uri, storage_options=s3, device="cpu")
-    ref = transformers.pipeline("text-classification", model=str(tiny_models["text-classification"]))
+    ref = transformers.pipeline(
+        "text-classification", model=str(tiny_models["text-classification"])
+    )
     assert pipe("I love it")[0]["score"] == pytest.approx(ref("I love it")[0]["score"])
 
 
@@ -105,15 +119,17 @@ def test_s3_overwrite(s3: dict[str, Any], tiny_models: dict[str, Path]) -> None:
     first = save_model(str(tiny_models["feature-extraction"]), uri, storage_options=s3)
     with pytest.raises(ConfigError, match="already exists"):
         save_model(str(tiny_models["fill-mask"]), uri, storage_options=s3)
-    second = save_model(str(tiny_models["token-classification"]), uri, storage_options=s3,
-                        overwrite=True)
+    second = save_model(
+        str(tiny_models["token-classification"]), uri, storage_options=s3, overwrite=True
+    )
     assert second.task == "token-classification" and second.content_hash != first.content_hash
     shutil.rmtree(second.root)
     assert read_info(uri, storage_options=s3).task == "token-classification"
 
 
-def test_s3_missing_and_partial_models(s3: dict[str, Any], tiny_models: dict[str, Path],
-                                       tmp_path: Path) -> None:
+def test_s3_missing_and_partial_models(
+    s3: dict[str, Any], tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
     with pytest.raises(ModelStoreError, match=f"s3://{BUCKET}/nothing-here.*not found"):
         read_info(f"s3://{BUCKET}/nothing-here", storage_options=s3)
     # an upload cut before MLmodel (written last) is not a model
@@ -127,13 +143,15 @@ def test_s3_missing_and_partial_models(s3: dict[str, Any], tiny_models: dict[str
         read_info(f"s3://{BUCKET}/partial", storage_options=s3)
 
 
-def test_save_from_a_remote_folder(s3: dict[str, Any], tiny_models: dict[str, Path],
-                                   tmp_path: Path) -> None:
+def test_save_from_a_remote_folder(
+    s3: dict[str, Any], tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
     """A bare transformers folder in S3 is copied into the cache, then saved locally."""
     import s3fs
 
-    s3fs.S3FileSystem(**s3).put(str(tiny_models["token-classification"]), f"{BUCKET}/bare",
-                                recursive=True)
+    s3fs.S3FileSystem(**s3).put(
+        str(tiny_models["token-classification"]), f"{BUCKET}/bare", recursive=True
+    )
     info = save_model(f"s3://{BUCKET}/bare", tmp_path / "m", storage_options=s3)
     assert info.task == "token-classification"
     assert info.content_hash == read_info(tiny_models["token-classification"]).content_hash
@@ -142,9 +160,13 @@ def test_save_from_a_remote_folder(s3: dict[str, Any], tiny_models: dict[str, Pa
 def test_unreachable_store_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("s3fs")
     monkeypatch.setenv("HFSPARK_STORE_RETRIES", "2")
-    dead = {"endpoint_url": f"http://127.0.0.1:{_free_port()}", "key": "k", "secret": "s",
-            "skip_instance_cache": True,
-            "config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}}}
+    dead = {
+        "endpoint_url": f"http://127.0.0.1:{_free_port()}",
+        "key": "k",
+        "secret": "s",
+        "skip_instance_cache": True,
+        "config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}},
+    }
     start = time.monotonic()
     with pytest.raises(ModelStoreError, match=r"s3://models/x after 2 attempts"):
         resolve_local("s3://models/x", storage_options=dead)
@@ -159,15 +181,23 @@ _CONCURRENT = textwrap.dedent("""
 """)
 
 
-def test_concurrent_processes_download_once(s3: dict[str, Any], tiny_models: dict[str, Path],
-                                            tmp_path: Path) -> None:
+def test_concurrent_processes_download_once(
+    s3: dict[str, Any], tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
     uri = f"s3://{BUCKET}/shared"
     save_model(str(tiny_models["text-generation"]), uri, storage_options=s3)
     cache = tmp_path / "fresh-cache"  # a machine that has never seen the model
     env = {**os.environ, "PYTHONPATH": str(REPO), "HFSPARK_CACHE_DIR": str(cache)}
-    procs = [subprocess.Popen([sys.executable, "-c", _CONCURRENT, uri, json.dumps(s3)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CONCURRENT, uri, json.dumps(s3)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=120)

@@ -51,7 +51,9 @@ def test_shipped_confs_are_valid(conf: Path) -> None:
 
 def test_unknown_key_names_nearest_and_line(tmp_path: Path) -> None:
     path = tmp_path / "job.yaml"
-    path.write_text(BASE.replace("    inputs: text\n", "    inputs: text\n    options:\n      batchsize: 8\n"))
+    path.write_text(
+        BASE.replace("    inputs: text\n", "    inputs: text\n    options:\n      batchsize: 8\n")
+    )
     with pytest.raises(ConfigError) as e:
         load_config(path)
     msg = str(e.value)
@@ -70,7 +72,10 @@ def test_unknown_section_and_several_errors_each_with_line() -> None:
 
 
 def test_bad_values_are_reported_with_line() -> None:
-    text = BASE.replace("path: out/embeddings", "path: out/embeddings\n  mode: upsert") + "run:\n  chunk_rows: 0\n"
+    text = (
+        BASE.replace("path: out/embeddings", "path: out/embeddings\n  mode: upsert")
+        + "run:\n  chunk_rows: 0\n"
+    )
     with pytest.raises(ConfigError) as e:
         parse_config(text, "job.yaml")
     msg = str(e.value)
@@ -86,7 +91,12 @@ def test_cross_field_rules() -> None:
     with pytest.raises(ConfigError, match="set options.errors: column"):
         parse_config(BASE + "run:\n  max_errors: 3\n")
     with pytest.raises(ConfigError, match="step outputs must be unique"):
-        parse_config(BASE.replace("output:\n", "  - name: e2\n    uri: /m\n    inputs: text\n    output: embed\noutput:\n"))
+        parse_config(
+            BASE.replace(
+                "output:\n",
+                "  - name: e2\n    uri: /m\n    inputs: text\n    output: embed\noutput:\n",
+            )
+        )
     with pytest.raises(ConfigError, match="duplicate key 'path'"):
         parse_config(BASE + "  path: again\n")
     no_resume = parse_config(BASE.replace("path: out/embeddings", "path: o\n  mode: overwrite"))
@@ -105,15 +115,21 @@ def test_inputs_forms() -> None:
 
 
 def test_env_interpolation() -> None:
-    text = BASE.replace("/models/minilm", "${MODEL_DIR}/minilm").replace(
-        "out/embeddings", "${OUT:-out/default}") + "run:\n  chunk_rows: ${ROWS:-250}\n"
+    text = (
+        BASE.replace("/models/minilm", "${MODEL_DIR}/minilm").replace(
+            "out/embeddings", "${OUT:-out/default}"
+        )
+        + "run:\n  chunk_rows: ${ROWS:-250}\n"
+    )
     cfg = parse_config(text, env={"MODEL_DIR": "/srv/models"})
     assert cfg.models[0].uri == "/srv/models/minilm"
     assert cfg.output.path == "out/default"
     assert cfg.run.chunk_rows == 250
     cfg = parse_config(text, env={"MODEL_DIR": "/m", "OUT": "/o", "ROWS": "7"})
     assert (cfg.output.path, cfg.run.chunk_rows) == ("/o", 7)
-    with pytest.raises(ConfigError, match=r"job.yaml:7:10: environment variable \$\{MODEL_DIR\} is not set"):
+    with pytest.raises(
+        ConfigError, match=r"job.yaml:7:10: environment variable \$\{MODEL_DIR\} is not set"
+    ):
         parse_config(text, "job.yaml", env={})
     literal = parse_config(BASE.replace("/models/minilm", "/m/$${NOT_A_VAR}"), env={})
     assert literal.models[0].uri == "/m/${NOT_A_VAR}"
@@ -127,7 +143,7 @@ def test_yaml_is_safe_loaded() -> None:
 def test_set_overrides() -> None:
     overrides = [
         "run.chunk_rows=500",
-        "models.embed.options.batch_size=64",      # a step by name
+        "models.embed.options.batch_size=64",  # a step by name
         "models.0.options.params.normalize=false",  # ... or by index
         "models.embed.inputs=[a, b]",
         "spark.conf.spark.sql.shuffle.partitions=4",  # dotted Spark keys stay whole
@@ -142,7 +158,9 @@ def test_set_overrides() -> None:
     assert cfg.spark.conf == {"spark.sql.shuffle.partitions": 4}
     assert cfg.input.filter == "length(text) > 3"
     assert cfg.output.mode == "overwrite"
-    with pytest.raises(ConfigError, match="--set run.chunk_rowz=5: run.chunk_rowz: unknown key.*'chunk_rows'"):
+    with pytest.raises(
+        ConfigError, match="--set run.chunk_rowz=5: run.chunk_rowz: unknown key.*'chunk_rows'"
+    ):
         parse_config(BASE, overrides=["run.chunk_rowz=5"])
     with pytest.raises(ConfigError, match="no step named 'embd' \\(did you mean 'embed'\\?\\)"):
         parse_config(BASE, overrides=["models.embd.uri=/x"])
@@ -151,7 +169,13 @@ def test_set_overrides() -> None:
 
 
 def test_secret_keys_and_redaction() -> None:
-    for key in ("HF_TOKEN", "spark.hadoop.fs.s3a.secret.key", "accessKey", "db_password", "API-KEY"):
+    for key in (
+        "HF_TOKEN",
+        "spark.hadoop.fs.s3a.secret.key",
+        "accessKey",
+        "db_password",
+        "API-KEY",
+    ):
         assert is_secret_key(key), key
     for key in ("max_tokens_per_batch", "id_column", "keyboard", "monkey"):
         assert not is_secret_key(key), key
@@ -159,8 +183,10 @@ def test_secret_keys_and_redaction() -> None:
     dumped = cfg.model_dump(mode="json")
     r = Redactor.from_sources(dumped, env={"HF_TOKEN": "hf_abcdef123", "HOME": "/root"})
     assert r.data(dumped)["spark"]["conf"]["spark.hadoop.fs.s3a.secret.key"] == "***"
-    assert r.text("auth failed for s3cr3t-value with hf_abcdef123 in /root") == \
-        "auth failed for *** with *** in /root"
+    assert (
+        r.text("auth failed for s3cr3t-value with hf_abcdef123 in /root")
+        == "auth failed for *** with *** in /root"
+    )
 
 
 def test_config_is_frozen_and_round_trips() -> None:

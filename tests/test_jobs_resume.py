@@ -16,7 +16,9 @@ from tests.helpers.jobs import ROOT, SAMPLE, job_conf, save_tiny, write_conf
 
 
 @pytest.fixture(scope="module")
-def models(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def models(
+    tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
     return save_tiny(tiny_models, tmp_path_factory.mktemp("saved"))
 
 
@@ -33,15 +35,27 @@ def _rows(path: Path) -> list[tuple]:
 @pytest.mark.slow
 def test_rerun_after_sigkill_writes_every_id_exactly_once(spark, tmp_path, models, capsys) -> None:
     out = tmp_path / "out"
-    conf = job_conf({"format": "json", "path": str(SAMPLE), "id_column": "id", "limit": N},
-                    models["text-classification"], {"path": str(out)},
-                    run={"chunk_rows": 15, "report_path": str(tmp_path / "reports"),
-                         "progress": "log", "log_every_s": 1})
+    conf = job_conf(
+        {"format": "json", "path": str(SAMPLE), "id_column": "id", "limit": N},
+        models["text-classification"],
+        {"path": str(out)},
+        run={
+            "chunk_rows": 15,
+            "report_path": str(tmp_path / "reports"),
+            "progress": "log",
+            "log_every_s": 1,
+        },
+    )
     path = write_conf(tmp_path / "job.yaml", conf)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "hfspark.cli", "run", str(path)], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hfspark.cli", "run", str(path)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     first_commit = out / "_delta_log" / f"{0:020d}.json"
     deadline = time.monotonic() + 400
     try:
@@ -65,7 +79,10 @@ def test_rerun_after_sigkill_writes_every_id_exactly_once(spark, tmp_path, model
     assert f"{len(partial)} were there before this run" in printed
 
     clean = tmp_path / "clean"
-    assert main(["run", str(path), "--set", f"output.path={clean}", "--set", "run.chunk_rows=1000"]) == 0
+    assert (
+        main(["run", str(path), "--set", f"output.path={clean}", "--set", "run.chunk_rows=1000"])
+        == 0
+    )
     resumed, expected = _rows(out), _rows(clean)
     ids = [r[0] for r in resumed]
     assert len(ids) == len(set(ids)) == N  # none twice, none missing

@@ -18,7 +18,9 @@ PAIR_FIRST = {"text_pair": "source", "text": "text"}
 
 
 @pytest.fixture(scope="module")
-def models(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def models(
+    tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
     return save_tiny(tiny_models, tmp_path_factory.mktemp("saved"))
 
 
@@ -55,15 +57,30 @@ def _delta_rows(path: str) -> list[dict]:
     return DeltaTable(path).to_pyarrow_table().to_pylist()
 
 
-@pytest.mark.parametrize(("src", "dst"), [
-    ("parquet", "delta"), ("csv", "parquet"), ("json", "json"), ("delta", "csv"), ("table", "table"),
-])
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [
+        ("parquet", "delta"),
+        ("csv", "parquet"),
+        ("json", "json"),
+        ("delta", "csv"),
+        ("table", "table"),
+    ],
+)
 def test_input_and_output_formats(spark, tmp_path, models, inputs, src, dst) -> None:
     target = tmp_path / "out"
-    out = ({"format": "table", "table": f"jobs_out_{src}", "path": str(target)} if dst == "table"
-           else {"format": dst, "path": str(target)})
-    conf = job_conf({**inputs[src], "id_column": "id"}, models["text-classification"], out,
-                    inputs=PAIR_FIRST, run={"chunk_rows": 40, "report_path": str(tmp_path / "rep")})
+    out = (
+        {"format": "table", "table": f"jobs_out_{src}", "path": str(target)}
+        if dst == "table"
+        else {"format": dst, "path": str(target)}
+    )
+    conf = job_conf(
+        {**inputs[src], "id_column": "id"},
+        models["text-classification"],
+        out,
+        inputs=PAIR_FIRST,
+        run={"chunk_rows": 40, "report_path": str(tmp_path / "rep")},
+    )
     report = _run(tmp_path, conf, spark)
     assert report.status == "succeeded"
     assert report.rows["input"] == report.rows["written"] == 63
@@ -72,7 +89,12 @@ def test_input_and_output_formats(spark, tmp_path, models, inputs, src, dst) -> 
     if dst == "table":
         back = spark.read.table(f"jobs_out_{src}")
     elif dst == "csv":
-        back = spark.read.option("header", True).option("multiLine", True).option("escape", '"').csv(str(target))
+        back = (
+            spark.read.option("header", True)
+            .option("multiLine", True)
+            .option("escape", '"')
+            .csv(str(target))
+        )
     else:
         back = spark.read.format(dst).load(str(target))
     rows = {int(r["id"]): r for r in back.collect()}
@@ -92,43 +114,82 @@ def test_input_and_output_formats(spark, tmp_path, models, inputs, src, dst) -> 
 
 
 def test_binary_files_speech_to_text(spark, tmp_path, models) -> None:
-    conf = load_config(Path(__file__).resolve().parents[1] / "conf" / "speech_to_text.yaml", [
-        f"input.path={AUDIO}", f"models.transcript.uri={models['automatic-speech-recognition']}",
-        f"output.path={tmp_path / 'asr'}", "run.progress=off", f"run.report_path={tmp_path}",
-        "models.transcript.options.device=cpu"])
+    conf = load_config(
+        Path(__file__).resolve().parents[1] / "conf" / "speech_to_text.yaml",
+        [
+            f"input.path={AUDIO}",
+            f"models.transcript.uri={models['automatic-speech-recognition']}",
+            f"output.path={tmp_path / 'asr'}",
+            "run.progress=off",
+            f"run.report_path={tmp_path}",
+            "models.transcript.options.device=cpu",
+        ],
+    )
     report = run_job(conf, spark)
     assert report.status == "succeeded" and report.rows["written"] == 4
     rows = _delta_rows(str(tmp_path / "asr"))
     assert sorted(Path(r["path"]).name for r in rows) == [f"utt0{i}.wav" for i in range(1, 5)]
     assert "content" not in rows[0]  # audio bytes are not copied to the output
-    assert all(r["transcript"]["error"] is None and isinstance(r["transcript"]["text"], str) for r in rows)
+    assert all(
+        r["transcript"]["error"] is None and isinstance(r["transcript"]["text"], str) for r in rows
+    )
 
 
 def test_chained_steps_filter_limit_columns(spark, tmp_path, models, inputs) -> None:
-    conf = job_conf({**inputs["parquet"], "id_column": "id", "filter": "text IS NOT NULL",
-                     "limit": 12, "columns": ["text"]},
-                    models["summarization"], {"path": str(tmp_path / "out"), "partition_by": ["_run_id"]},
-                    name="summary", params={"max_new_tokens": 4, "truncate_prompt": True})
-    conf["models"].append({"name": "label", "uri": models["text-classification"],
-                           "inputs": "summary.generated_text", "options": {"device": "cpu"}})
+    conf = job_conf(
+        {
+            **inputs["parquet"],
+            "id_column": "id",
+            "filter": "text IS NOT NULL",
+            "limit": 12,
+            "columns": ["text"],
+        },
+        models["summarization"],
+        {"path": str(tmp_path / "out"), "partition_by": ["_run_id"]},
+        name="summary",
+        params={"max_new_tokens": 4, "truncate_prompt": True},
+    )
+    conf["models"].append(
+        {
+            "name": "label",
+            "uri": models["text-classification"],
+            "inputs": "summary.generated_text",
+            "options": {"device": "cpu"},
+        }
+    )
     conf["output"]["columns"] = ["summary", "label"]
     report = _run(tmp_path, conf, spark)
     assert report.status == "succeeded" and report.rows["written"] == 12
     rows = _delta_rows(str(tmp_path / "out"))
     assert sorted(r["id"] for r in rows) == list(range(1, 13))  # limit keeps the first ids
-    assert set(rows[0]) == {"id", "summary", "label", "_model_name", "_model_hash", "_run_id", "_inferred_at"}
+    assert set(rows[0]) == {
+        "id",
+        "summary",
+        "label",
+        "_model_name",
+        "_model_hash",
+        "_run_id",
+        "_inferred_at",
+    }
     assert rows[0]["_model_name"] == "summary,label" and "," in rows[0]["_model_hash"]
     assert rows[0]["label"]["label"] in ("NEGATIVE", "POSITIVE"), rows[0]["summary"]["error"]
     assert report.rows["tokens"] == sum(
-        r["summary"]["prompt_tokens"] + r["summary"]["completion_tokens"] for r in rows)
+        r["summary"]["prompt_tokens"] + r["summary"]["completion_tokens"] for r in rows
+    )
     assert report.tokens_per_s and report.tokens_per_s > 0
 
 
 def test_error_budget_stops_the_job(spark, tmp_path, models, inputs) -> None:
-    conf = job_conf({**inputs["json"], "id_column": "id"}, models["text-classification"],
-                    {"path": str(tmp_path / "out")}, inputs=PAIR_FIRST,
-                    run={"max_errors": 1, "chunk_rows": 1000, "report_path": str(tmp_path / "rep")})
-    with pytest.raises(JobFailed, match=r"error budget exceeded: 3 rows with errors > run.max_errors 1") as e:
+    conf = job_conf(
+        {**inputs["json"], "id_column": "id"},
+        models["text-classification"],
+        {"path": str(tmp_path / "out")},
+        inputs=PAIR_FIRST,
+        run={"max_errors": 1, "chunk_rows": 1000, "report_path": str(tmp_path / "rep")},
+    )
+    with pytest.raises(
+        JobFailed, match=r"error budget exceeded: 3 rows with errors > run.max_errors 1"
+    ) as e:
         _run(tmp_path, conf, spark)
     report = e.value.report
     assert report.status == "error_budget_exceeded"
@@ -141,20 +202,31 @@ def test_error_budget_stops_the_job(spark, tmp_path, models, inputs) -> None:
 
 def test_report_contents_and_secrets(spark, tmp_path, models, inputs, monkeypatch) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_test_secret_token_value")
-    conf = job_conf({**inputs["parquet"], "id_column": "id"}, models["feature-extraction"],
-                    {"path": str(tmp_path / "emb")}, task="feature-extraction", errors="raise",
-                    run={"chunk_rows": 25, "report_path": str(tmp_path / "rep")})
+    conf = job_conf(
+        {**inputs["parquet"], "id_column": "id"},
+        models["feature-extraction"],
+        {"path": str(tmp_path / "emb")},
+        task="feature-extraction",
+        errors="raise",
+        run={"chunk_rows": 25, "report_path": str(tmp_path / "rep")},
+    )
     conf["input"]["filter"] = "text IS NOT NULL"
     conf["spark"]["conf"] = {"spark.hadoop.fs.s3a.secret.key": "s3-secret-value-123"}
     report = _run(tmp_path, conf, spark)
     folder = Path(report.paths["json"]).parent
-    assert sorted(p.name for p in folder.iterdir()) == ["report.json", "report.md", "throughput.png"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "report.json",
+        "report.md",
+        "throughput.png",
+    ]
     data = json.loads((folder / "report.json").read_text())
     assert data["status"] == "succeeded" and data["rows"]["written"] == 60
     assert [c["rows"] for c in data["chunks"]] and sum(c["rows"] for c in data["chunks"]) == 60
     assert data["rows_per_s"] > 0 and set(data["timings_s"]) >= {"read", "infer", "write"}
     assert sum(data["model_loads"].values()) >= 1
-    assert {"spark", "pyspark", "delta-spark", "transformers", "torch", "hfspark"} <= set(data["versions"])
+    assert {"spark", "pyspark", "delta-spark", "transformers", "torch", "hfspark"} <= set(
+        data["versions"]
+    )
     assert data["models"][0]["content_hash"] and data["output"]["rows"] == 60
     text = "\n".join(p.read_text() for p in (folder / "report.json", folder / "report.md"))
     assert "s3-secret-value-123" not in text and "hf_test_secret_token_value" not in text
@@ -167,8 +239,13 @@ def test_report_contents_and_secrets(spark, tmp_path, models, inputs, monkeypatc
 
 def test_resume_skips_written_ids_and_repairs_gaps(spark, tmp_path, models, inputs) -> None:
     out = str(tmp_path / "out")
-    conf = job_conf({**inputs["delta"], "id_column": "id"}, models["text-classification"],
-                    {"path": out}, inputs=PAIR_FIRST, run={"chunk_rows": 20, "report_path": None})
+    conf = job_conf(
+        {**inputs["delta"], "id_column": "id"},
+        models["text-classification"],
+        {"path": out},
+        inputs=PAIR_FIRST,
+        run={"chunk_rows": 20, "report_path": None},
+    )
     first = _run(tmp_path, conf, spark)
     assert first.rows["written"] == 63 and len(first.chunks) == 4
     again = _run(tmp_path, conf, spark)  # nothing left to do

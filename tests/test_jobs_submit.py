@@ -30,24 +30,44 @@ def test_spark_submit_runs_the_job(tiny_models, tmp_path) -> None:
 
     models = save_tiny(tiny_models, tmp_path / "models")
     out = tmp_path / "out"
-    conf = job_conf({"format": "json", "path": str(SAMPLE), "id_column": "id", "limit": 24},
-                    models["text-classification"], {"path": str(out)},
-                    run={"chunk_rows": 12, "report_path": str(tmp_path / "reports")})
+    conf = job_conf(
+        {"format": "json", "path": str(SAMPLE), "id_column": "id", "limit": 24},
+        models["text-classification"],
+        {"path": str(out)},
+        run={"chunk_rows": 12, "report_path": str(tmp_path / "reports")},
+    )
     conf["spark"] = {"master": "local[1]", "conf": {"spark.sql.shuffle.partitions": 2}}
     path = write_conf(tmp_path / "job.yaml", conf)
     package = _zip_package(tmp_path / "hfspark.zip")
     submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
     cmd = [
-        str(submit), "--master", "local[2]",
-        "--py-files", str(package),
-        "--jars", ",".join(str(j) for j in delta_jars()),
-        "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
-        "--conf", "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
-        "--conf", "spark.ui.enabled=false", "--driver-memory", "1g",
-        str(ROOT / "jobs" / "run_job.py"), str(path), "--set", "run.progress=log",
+        str(submit),
+        "--master",
+        "local[2]",
+        "--py-files",
+        str(package),
+        "--jars",
+        ",".join(str(j) for j in delta_jars()),
+        "--conf",
+        "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
+        "--conf",
+        "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "--conf",
+        "spark.ui.enabled=false",
+        "--driver-memory",
+        "1g",
+        str(ROOT / "jobs" / "run_job.py"),
+        str(path),
+        "--set",
+        "run.progress=log",
     ]
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     env.pop("PYTHONPATH", None)
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -62,7 +82,15 @@ def test_spark_submit_runs_the_job(tiny_models, tmp_path) -> None:
     assert sorted(r["id"] for r in rows) == list(range(1, 25))
 
     # a failing job: exit code 2 (invalid configuration) with a one-line reason
-    bad = subprocess.run([*cmd[:-4], str(ROOT / "jobs" / "run_job.py"), str(path), "--set", "run.chunk_row=3"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [*cmd[:-4], str(ROOT / "jobs" / "run_job.py"), str(path), "--set", "run.chunk_row=3"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     # spark-submit's PythonRunner passes the driver's stderr on through its stdout
-    assert bad.returncode == 2 and "did you mean 'chunk_rows'" in bad.stdout, bad.stdout + bad.stderr
+    assert bad.returncode == 2 and "did you mean 'chunk_rows'" in bad.stdout, (
+        bad.stdout + bad.stderr
+    )

@@ -50,22 +50,33 @@ def test_report_files(tmp_path) -> None:
     data = json.loads(Path(paths["json"]).read_text())
     assert data["chunks"][0]["rows_per_s"] == 12.0 and data["rows"]["written"] == 10
     md = Path(paths["markdown"]).read_text()
-    assert "succeeded" in md and "12.5 rows/s" in md and "RowError: bad" in md and "| m | fill-mask |" in md
+    assert (
+        "succeeded" in md
+        and "12.5 rows/s" in md
+        and "RowError: bad" in md
+        and "| m | fill-mask |" in md
+    )
     assert Path(paths["chart"]).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_one_line_reasons() -> None:
     spark_like = RuntimeError(
         "An exception was thrown from the Python worker.\nTraceback (most recent call last):\n"
-        '  File "x.py", line 1\nhfspark.errors.RowError: input \'text\' must be a string, got null\n')
+        "  File \"x.py\", line 1\nhfspark.errors.RowError: input 'text' must be a string, got null\n"
+    )
     assert one_line(spark_like) == "RowError: input 'text' must be a string, got null"
-    assert one_line(RuntimeError("An exception was thrown from the Python worker:\nTraceback "
-                                 "(most recent call last):\n  File \"x.py\", line 1\n"
-                                 "pyarrow.lib.ArrowInvalid: not a string\n\tat org.x.Y")) == (
-        "pyarrow.lib.ArrowInvalid: not a string")
+    assert one_line(
+        RuntimeError(
+            "An exception was thrown from the Python worker:\nTraceback "
+            '(most recent call last):\n  File "x.py", line 1\n'
+            "pyarrow.lib.ArrowInvalid: not a string\n\tat org.x.Y"
+        )
+    ) == ("pyarrow.lib.ArrowInvalid: not a string")
     assert one_line(RowError("bad row\nmore")) == "bad row"
-    assert one_line(ValueError("key sk-12345678 rejected"), Redactor({"sk-12345678"})) == \
-        "ValueError: key *** rejected"
+    assert (
+        one_line(ValueError("key sk-12345678 rejected"), Redactor({"sk-12345678"}))
+        == "ValueError: key *** rejected"
+    )
     assert len(one_line(ValueError("x" * 1000))) == 400
 
 

@@ -31,8 +31,10 @@ ROWS = 2 * BATCHES * BATCH_ROWS  # rows per job (2 partitions)
 CHUNKS = JOBS * BATCHES  # chunks each worker sees
 EDGE = 5  # chunks compared at each end
 MB = 1024 * 1024
-WORDS = ("love great terrible boring movie film weather Paris sunny John Google Berlin cat "
-         "mat dog market rose data compute tests Spark pandas Arrow batches").split()
+WORDS = (
+    "love great terrible boring movie film weather Paris sunny John Google Berlin cat "
+    "mat dog market rose data compute tests Spark pandas Arrow batches"
+).split()
 
 
 def _vm_rss_kb() -> int:
@@ -55,11 +57,25 @@ def _probe(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         predicted = sum(1 for v in batch.to_pylist() if v and v.get("label") is not None)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
         n = len(batch)
-        row = {"batch": i, "pid": os.getpid(), "rss_kb": _vm_rss_kb(), "peak_kb": peak,
-               "predicted": predicted}
-        yield pa.array([row] * n, type=pa.struct([("batch", pa.int32()), ("pid", pa.int32()),
-                                                  ("rss_kb", pa.int64()), ("peak_kb", pa.int64()),
-                                                  ("predicted", pa.int32())]))
+        row = {
+            "batch": i,
+            "pid": os.getpid(),
+            "rss_kb": _vm_rss_kb(),
+            "peak_kb": peak,
+            "predicted": predicted,
+        }
+        yield pa.array(
+            [row] * n,
+            type=pa.struct(
+                [
+                    ("batch", pa.int32()),
+                    ("pid", pa.int32()),
+                    ("rss_kb", pa.int64()),
+                    ("peak_kb", pa.int64()),
+                    ("predicted", pa.int32()),
+                ]
+            ),
+        )
 
 
 def _texts(job: int) -> list[tuple[int, str | None]]:
@@ -92,7 +108,9 @@ def _table(per_chunk: list[dict[int, dict[str, int]]]) -> str:
     lines = ["chunk  worker pid  RSS MB  peak MB"]
     for k, workers in enumerate(per_chunk):
         for pid, m in sorted(workers.items()):
-            lines.append(f"{k:5d}  {pid:10d}  {m['rss_kb'] / 1024:6.1f}  {m['peak_kb'] / 1024:7.1f}")
+            lines.append(
+                f"{k:5d}  {pid:10d}  {m['rss_kb'] / 1024:6.1f}  {m['peak_kb'] / 1024:7.1f}"
+            )
     return "\n".join(lines)
 
 
@@ -103,8 +121,11 @@ def _run_job(spark: Any, udf: Any, probe: Any, job: int) -> list[dict[int, dict[
     rows = df.select(probe(udf("text")).alias("m")).select("m.*").distinct().collect()
     batches: list[dict[int, dict[str, int]]] = [{} for _ in range(BATCHES)]
     for r in rows:
-        batches[r.batch][r.pid] = {"rss_kb": r.rss_kb, "peak_kb": r.peak_kb,
-                                   "predicted": r.predicted}
+        batches[r.batch][r.pid] = {
+            "rss_kb": r.rss_kb,
+            "peak_kb": r.peak_kb,
+            "predicted": r.predicted,
+        }
     return batches
 
 
@@ -116,7 +137,8 @@ def test_worker_memory_bounded_over_50_chunks(spark: Any, model: str) -> None:
 
     udf = model_udf(model, errors="column", device="cpu", batch_size=8)
     probe = arrow_udf(  # type: ignore[call-overload]
-        _probe, "struct<batch: int, pid: int, rss_kb: long, peak_kb: long, predicted: int>")
+        _probe, "struct<batch: int, pid: int, rss_kb: long, peak_kb: long, predicted: int>"
+    )
     key = "spark.sql.execution.arrow.maxRecordsPerBatch"
     old = spark.conf.get(key)
     spark.conf.set(key, str(BATCH_ROWS))
@@ -134,9 +156,11 @@ def test_worker_memory_bounded_over_50_chunks(spark: Any, model: str) -> None:
     first_peak = max(w["rss_kb"] for workers in per_chunk[:EDGE] for w in workers.values())
     last = max(w["rss_kb"] for workers in per_chunk[-EDGE:] for w in workers.values())
     margin = max(0.10 * first_peak, 50 * 1024)
-    print(f"first {EDGE} chunks: peak RSS {first_peak / 1024:.1f} MB; last {EDGE} chunks: "
-          f"RSS {last / 1024:.1f} MB (growth {(last - first_peak) / 1024:+.1f} MB, "
-          f"allowed {margin / 1024:.1f} MB); workers: {len(pids)}")
+    print(
+        f"first {EDGE} chunks: peak RSS {first_peak / 1024:.1f} MB; last {EDGE} chunks: "
+        f"RSS {last / 1024:.1f} MB (growth {(last - first_peak) / 1024:+.1f} MB, "
+        f"allowed {margin / 1024:.1f} MB); workers: {len(pids)}"
+    )
     assert last <= first_peak + margin, _table(per_chunk)
     for pid in pids:  # the same bound per worker that lived through the whole run
         early = [w[pid]["rss_kb"] for w in per_chunk[:EDGE] if pid in w]

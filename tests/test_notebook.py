@@ -17,16 +17,22 @@ def _kernel_spec(root: Path) -> Path:
     """A kernel spec that starts this interpreter (the venv's), found through JUPYTER_PATH."""
     folder = root / "kernels" / KERNEL
     folder.mkdir(parents=True)
-    (folder / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "hfspark (venv)",
-        "language": "python",
-    }))
+    (folder / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "hfspark (venv)",
+                "language": "python",
+            }
+        )
+    )
     return root
 
 
 def _text(cell: dict) -> str:
-    return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+    return "".join(
+        o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream"
+    )
 
 
 @pytest.mark.slow
@@ -39,8 +45,13 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HFSPARK_QUICKSTART_DIR", str(tmp_path / "work"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(nb, kernel_name=KERNEL, timeout=600, allow_errors=False,
-                            resources={"metadata": {"path": str(ROOT)}})
+    client = NotebookClient(
+        nb,
+        kernel_name=KERNEL,
+        timeout=600,
+        allow_errors=False,
+        resources={"metadata": {"path": str(ROOT)}},
+    )
     client.execute()
     outputs = "\n".join(_text(c) for c in nb.cells if c.cell_type == "code")
     assert "feature-extraction" in outputs

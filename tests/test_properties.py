@@ -46,8 +46,11 @@ PROPS = settings(
     deadline=None,
     derandomize=True,
     database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.filter_too_much],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
 )
 OPTIONS = UdfOptions(errors="column", device="cpu", batch_size=3)
 
@@ -57,8 +60,11 @@ ADAPTERS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "token-classification": ("token-classification", "token-classification", {}),
     "fill-mask": ("fill-mask", "fill-mask", {"top_k": 2}),
     "question-answering": ("question-answering", "question-answering", {}),
-    "zero-shot": ("zero-shot-classification", "zero-shot-classification",
-                  {"candidate_labels": ["sports", "politics"]}),
+    "zero-shot": (
+        "zero-shot-classification",
+        "zero-shot-classification",
+        {"candidate_labels": ["sports", "politics"]},
+    ),
     "feature-extraction": ("feature-extraction", "feature-extraction", {}),
     "text-generation": ("text-generation", "text-generation", {"max_new_tokens": 2}),
     "summarization": ("text2text-generation", "summarization", {"max_new_tokens": 2}),
@@ -70,15 +76,42 @@ ADAPTERS: dict[str, tuple[str, str, dict[str, Any]]] = {
 
 # ----------------------------------------------------------------------------- strategies
 WEIRD_TEXT = [
-    "", " ", "\t\n\r", "\x00", "\x00\x01\x02\x1b[31m", "\ufeff", "\u200b\u200c\u200d",
-    "\u202eRTL override", "e\u0301\u0301\u0301", "🙂" * 40, "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "ﷺ" * 10,
-    "[MASK]", "[MASK] [MASK]", "a [MASK] b", "[CLS] [SEP] [PAD] [UNK]", "<|endoftext|>" * 3,
-    "<s></s><pad><unk>", "{prompt}", "{}", "{0}", "%s %d", "\\x00", "' OR 1=1 --",
-    "word " * 400, "x" * 3000, "\n" * 300, "日本語のテキスト" * 20,
+    "",
+    " ",
+    "\t\n\r",
+    "\x00",
+    "\x00\x01\x02\x1b[31m",
+    "\ufeff",
+    "\u200b\u200c\u200d",
+    "\u202eRTL override",
+    "e\u0301\u0301\u0301",
+    "🙂" * 40,
+    "𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+    "ﷺ" * 10,
+    "[MASK]",
+    "[MASK] [MASK]",
+    "a [MASK] b",
+    "[CLS] [SEP] [PAD] [UNK]",
+    "<|endoftext|>" * 3,
+    "<s></s><pad><unk>",
+    "{prompt}",
+    "{}",
+    "{0}",
+    "%s %d",
+    "\\x00",
+    "' OR 1=1 --",
+    "word " * 400,
+    "x" * 3000,
+    "\n" * 300,
+    "日本語のテキスト" * 20,
 ]
 texts = st.one_of(st.text(max_size=60), st.sampled_from(WEIRD_TEXT))
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(), st.binary(max_size=32),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.binary(max_size=32),
     texts,
 )
 #: values of a type no adapter accepts for that field (lists, dicts, numbers...).
@@ -90,44 +123,79 @@ junk = st.one_of(
 float_arrays = st.one_of(
     st.lists(st.floats(width=32, allow_nan=True, allow_infinity=True), max_size=300),
     st.lists(st.floats(-1, 1, width=32), min_size=1, max_size=3000),
-    st.builds(lambda n, s: np.random.default_rng(s).normal(0, 0.1, n).astype(np.float32),
-              st.integers(0, 6000), st.integers(0, 2**16)),
+    st.builds(
+        lambda n, s: np.random.default_rng(s).normal(0, 0.1, n).astype(np.float32),
+        st.integers(0, 6000),
+        st.integers(0, 2**16),
+    ),
     st.just(np.array([], dtype=np.float64)),
     st.just(np.array([0.1, np.nan, np.inf, -np.inf])),
     st.just(np.zeros((3, 4), dtype=np.float32)),  # not mono
     st.lists(st.one_of(st.none(), st.floats(-1, 1)), max_size=20),
 )
 rates = st.one_of(
-    st.sampled_from([8000, 16000, 22050, 44100, 48000]), st.none(),
-    st.integers(-10, 2_000_000), st.floats(allow_nan=True, allow_infinity=True), texts,
+    st.sampled_from([8000, 16000, 22050, 44100, 48000]),
+    st.none(),
+    st.integers(-10, 2_000_000),
+    st.floats(allow_nan=True, allow_infinity=True),
+    texts,
 )
 audio_structs = st.one_of(
-    st.fixed_dictionaries({}, optional={"array": st.one_of(float_arrays, junk), "sampling_rate": rates}),
-    st.fixed_dictionaries({  # well-formed structs, some with bad samples
-        "array": float_arrays, "sampling_rate": st.sampled_from([8000, 16000, 44100])}),
+    st.fixed_dictionaries(
+        {}, optional={"array": st.one_of(float_arrays, junk), "sampling_rate": rates}
+    ),
+    st.fixed_dictionaries(
+        {  # well-formed structs, some with bad samples
+            "array": float_arrays,
+            "sampling_rate": st.sampled_from([8000, 16000, 44100]),
+        }
+    ),
 )
 audio_files = st.one_of(
     st.binary(max_size=256),
-    st.builds(lambda n, rate, ch, s: wav(np.random.default_rng(s).normal(0, 0.2, n), rate, ch),
-              st.integers(0, 8000), st.sampled_from([8000, 16000, 44100]), st.integers(1, 2),
-              st.integers(0, 2**16)),
-    st.builds(lambda n, cut: wav(np.zeros(n), 16000)[:cut], st.integers(1, 4000),
-              st.integers(0, 200)),  # truncated WAV
+    st.builds(
+        lambda n, rate, ch, s: wav(np.random.default_rng(s).normal(0, 0.2, n), rate, ch),
+        st.integers(0, 8000),
+        st.sampled_from([8000, 16000, 44100]),
+        st.integers(1, 2),
+        st.integers(0, 2**16),
+    ),
+    st.builds(
+        lambda n, cut: wav(np.zeros(n), 16000)[:cut], st.integers(1, 4000), st.integers(0, 200)
+    ),  # truncated WAV
 )
 image_files = st.one_of(
     st.binary(max_size=256),
-    st.builds(lambda mode_fmt, w, h, s: image(*mode_fmt, w, h, s), st.sampled_from(IMAGE_KINDS),
-              st.integers(1, 48), st.integers(1, 48), st.integers(0, 2**16)),
-    st.builds(lambda w, h, s: image("RGB", "JPEG", w, h, s), st.integers(1, 64),
-              st.integers(1, 64), st.integers(0, 2**16)),
-    st.builds(lambda w, h, s, cut: image("RGB", "PNG", w, h, s)[:cut], st.integers(8, 64),
-              st.integers(8, 64), st.integers(0, 2**16), st.integers(0, 400)),
+    st.builds(
+        lambda mode_fmt, w, h, s: image(*mode_fmt, w, h, s),
+        st.sampled_from(IMAGE_KINDS),
+        st.integers(1, 48),
+        st.integers(1, 48),
+        st.integers(0, 2**16),
+    ),
+    st.builds(
+        lambda w, h, s: image("RGB", "JPEG", w, h, s),
+        st.integers(1, 64),
+        st.integers(1, 64),
+        st.integers(0, 2**16),
+    ),
+    st.builds(
+        lambda w, h, s, cut: image("RGB", "PNG", w, h, s)[:cut],
+        st.integers(8, 64),
+        st.integers(8, 64),
+        st.integers(0, 2**16),
+        st.integers(0, 400),
+    ),
     st.builds(png_header, st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1)),
 )
-roles = st.one_of(st.sampled_from(["system", "user", "assistant", "tool", "wizard", "", "USER"]),
-                  st.none(), st.integers())
-messages = st.fixed_dictionaries({}, optional={"role": roles,
-                                               "content": st.one_of(texts, st.none(), st.integers())})
+roles = st.one_of(
+    st.sampled_from(["system", "user", "assistant", "tool", "wizard", "", "USER"]),
+    st.none(),
+    st.integers(),
+)
+messages = st.fixed_dictionaries(
+    {}, optional={"role": roles, "content": st.one_of(texts, st.none(), st.integers())}
+)
 chats = st.one_of(
     st.lists(messages, max_size=4),
     st.lists(messages, max_size=4).map(lambda m: np.array(m, dtype=object)),  # as Arrow gives it
@@ -137,20 +205,24 @@ chats = st.one_of(
 
 def _struct(fields: dict[str, st.SearchStrategy]) -> st.SearchStrategy:
     """Dicts with any subset of ``fields`` (missing and None fields included)."""
-    return st.fixed_dictionaries({}, optional={k: st.one_of(v, st.none(), junk) for k, v in fields.items()})
+    return st.fixed_dictionaries(
+        {}, optional={k: st.one_of(v, st.none(), junk) for k, v in fields.items()}
+    )
 
 
 labels = st.one_of(
     st.lists(st.one_of(texts, st.none()), max_size=6),
     st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=4).map(
-        lambda x: np.array(x, dtype=object)),
+        lambda x: np.array(x, dtype=object)
+    ),
 )
 VALUES: dict[str, st.SearchStrategy] = {
     "text-classification": st.one_of(texts, junk, _struct({"text": texts, "text_pair": texts})),
     "token-classification": st.one_of(texts, junk),
     "fill-mask": st.one_of(texts, junk, st.builds(lambda a, b: f"{a} [MASK] {b}", texts, texts)),
     "question-answering": st.one_of(
-        junk, _struct({"question": texts, "context": texts}),
+        junk,
+        _struct({"question": texts, "context": texts}),
         st.fixed_dictionaries({"question": st.text(min_size=1, max_size=30), "context": texts}),
     ),
     "zero-shot": st.one_of(texts, junk, _struct({"text": texts, "candidate_labels": labels})),
@@ -180,6 +252,7 @@ GOOD: dict[str, Any] = {
     "image-classification": b"",  # replaced below by a real PNG
 }
 GOOD["image-classification"] = image("RGB", "PNG", 16, 16, 0)
+
 
 # ----------------------------------------------------------------------------- runtimes
 @pytest.fixture(scope="module")
@@ -237,8 +310,15 @@ def _check_rows(runtime: Runtime, rows: list[Any], seen: Counter | None = None) 
 
     adapter = runtime.adapter
     target = arrow_type(output_type(adapter, OPTIONS))
-    out = arrow_result(rows, results, errors, target, True, adapter.result_field,
-                       isinstance(adapter.output_type(), StructType))
+    out = arrow_result(
+        rows,
+        results,
+        errors,
+        target,
+        True,
+        adapter.result_field,
+        isinstance(adapter.output_type(), StructType),
+    )
     assert len(out) == len(rows) and out.type == target
     assert [v is None for v in out.to_pylist()] == [r is None for r in rows]  # null in, null out
 
@@ -247,7 +327,13 @@ def _as_arrow(values: list[Any]) -> pa.Array | None:
     """The values as one Arrow array when they share a type (mixed junk cannot be one column)."""
     try:
         return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError):
+    except (
+        pa.ArrowInvalid,
+        pa.ArrowTypeError,
+        pa.ArrowNotImplementedError,
+        OverflowError,
+        TypeError,
+    ):
         return None
 
 
@@ -291,7 +377,9 @@ def test_engine_one_output_per_row(key: str, runtime_for: Callable[[str], Runtim
 
 @PROPS
 @given(
-    values=st.lists(st.tuples(st.one_of(texts, st.none()), st.one_of(texts, st.none())), max_size=8),
+    values=st.lists(
+        st.tuples(st.one_of(texts, st.none()), st.one_of(texts, st.none())), max_size=8
+    ),
     as_struct=st.booleans(),
 )
 def test_arrow_rows_shapes(values: list[tuple[Any, Any]], as_struct: bool) -> None:
@@ -300,7 +388,9 @@ def test_arrow_rows_shapes(values: list[tuple[Any, Any]], as_struct: bool) -> No
     second = pa.array([v[1] for v in values], type=pa.string())
     names = ("question", "context")
     if as_struct:
-        rows = arrow_rows([pa.StructArray.from_arrays([first, second], names=list(names))], ("x", "y"))
+        rows = arrow_rows(
+            [pa.StructArray.from_arrays([first, second], names=list(names))], ("x", "y")
+        )
     else:
         rows = arrow_rows([first, second], names)
     assert len(rows) == len(values)
@@ -317,8 +407,11 @@ def test_multi_column_engine_rows(runtime_for: Callable[[str], Runtime]) -> None
     runtime = runtime_for("question-answering")
 
     @PROPS
-    @given(pairs=st.lists(st.tuples(st.one_of(texts, st.none()), st.one_of(texts, st.none(), junk)),
-                          max_size=5))
+    @given(
+        pairs=st.lists(
+            st.tuples(st.one_of(texts, st.none()), st.one_of(texts, st.none(), junk)), max_size=5
+        )
+    )
     def check(pairs: list[tuple[Any, Any]]) -> None:
         cols = [_as_arrow([p[0] for p in pairs]), _as_arrow([p[1] for p in pairs])]
         if any(c is None for c in cols):  # junk of mixed types: the rows as the engine sees them

@@ -19,7 +19,8 @@ from tests.helpers.real_whisper import (
 )
 
 pytestmark = pytest.mark.skipif(
-    not espeak_available(), reason="espeak-ng is not installed (make system-deps, or apt-get install espeak-ng)"
+    not espeak_available(),
+    reason="espeak-ng is not installed (make system-deps, or apt-get install espeak-ng)",
 )
 
 
@@ -64,10 +65,15 @@ def test_real_whisper_long_audio_with_timestamps(whisper_dir: Path, speech: list
     assert _wer([" ".join(SENTENCES)], [row["text"]]) <= 0.3, row["text"]
     starts = [c["start"] for c in row["chunks"]]
     assert len(starts) >= 2 and starts == sorted(starts)
-    assert all(c["end"] is None or c["start"] <= c["end"] <= len(long_audio) / rate + 1 for c in row["chunks"])
+    assert all(
+        c["end"] is None or c["start"] <= c["end"] <= len(long_audio) / rate + 1
+        for c in row["chunks"]
+    )
 
 
-def test_real_whisper_through_spark(spark, whisper_dir: Path, speech: list[bytes], tmp_path: Path) -> None:
+def test_real_whisper_through_spark(
+    spark, whisper_dir: Path, speech: list[bytes], tmp_path: Path
+) -> None:
     """The saved real Whisper tiny.en through a Spark model UDF on WAV bytes: WER <= 0.3."""
     from hfspark.flavor import save_model
     from hfspark.udfs import model_udf

@@ -88,7 +88,8 @@ def expected(rows: int) -> pd.DataFrame:
 @pytest.mark.cluster
 def test_cluster_runs_pandas_udf_job_into_delta(
     standalone_cluster: StandaloneCluster,
-    tmp_path: Path, ledger: dict[int, int],
+    tmp_path: Path,
+    ledger: dict[int, int],
 ) -> None:
     ledger.update(standalone_cluster.process_tree())
     assert standalone_cluster.master_url.startswith("spark://127.0.0.1:")
@@ -103,7 +104,8 @@ def test_cluster_runs_pandas_udf_job_into_delta(
 @pytest.mark.cluster
 def test_job_survives_sigkill_of_a_worker(
     standalone_cluster: StandaloneCluster,
-    tmp_path: Path, ledger: dict[int, int],
+    tmp_path: Path,
+    ledger: dict[int, int],
 ) -> None:
     cluster = standalone_cluster
     pool = ThreadPoolExecutor(1)
@@ -138,7 +140,8 @@ def test_job_survives_sigkill_of_a_worker(
 @pytest.mark.connect
 def test_connect_pandas_udf_and_delta(
     connect_server: ConnectServer,
-    tmp_path: Path, ledger: dict[int, int],
+    tmp_path: Path,
+    ledger: dict[int, int],
 ) -> None:
     from pyspark.sql import SparkSession
     from pyspark.sql.functions import pandas_udf
@@ -146,6 +149,7 @@ def test_connect_pandas_udf_and_delta(
     assert connect_server.url.startswith("sc://127.0.0.1:")
     spark = SparkSession.builder.remote(connect_server.url).getOrCreate()
     try:
+
         @pandas_udf("long")
         def square(x: pd.Series) -> pd.Series:
             return x * x
@@ -161,8 +165,9 @@ def test_connect_pandas_udf_and_delta(
 
 @pytest.mark.parametrize("server_class", [StandaloneCluster, ConnectServer])
 def test_failed_start_names_the_process_shows_its_log_and_cleans_up(server_class, tmp_path: Path):
-    server = server_class(work_dir=tmp_path, env={"JAVA_TOOL_OPTIONS": "-XX:+NoSuchJvmOption"},
-                          start_timeout=60)
+    server = server_class(
+        work_dir=tmp_path, env={"JAVA_TOOL_OPTIONS": "-XX:+NoSuchJvmOption"}, start_timeout=60
+    )
     with pytest.raises(ClusterError, match=r"(?s)Spark (master|Connect server).*NoSuchJvmOption"):
         server.start()
     assert server.process_tree() == {}

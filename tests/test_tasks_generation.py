@@ -25,7 +25,9 @@ PROMPTS = [
     "What is the capital of France? The capital",
     "Machine learning models need",
 ]
-STRUCT = "struct<generated_text:string,finish_reason:string,prompt_tokens:int,completion_tokens:int>"
+STRUCT = (
+    "struct<generated_text:string,finish_reason:string,prompt_tokens:int,completion_tokens:int>"
+)
 CHAT_TEMPLATE = (
     "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}<assistant>{% endif %}"
@@ -42,7 +44,9 @@ def bart(tiny_models: dict[str, Path]) -> Path:
     return tiny_models["text2text-generation"]
 
 
-def _variant(src: Path, dst: Path, config: dict | None = None, tokenizer: dict | None = None) -> Path:
+def _variant(
+    src: Path, dst: Path, config: dict | None = None, tokenizer: dict | None = None
+) -> Path:
     """A copy of a model folder with keys added to config.json / tokenizer_config.json."""
     shutil.copytree(src, dst)
     for name, extra in (("config.json", config), ("tokenizer_config.json", tokenizer)):
@@ -78,8 +82,10 @@ def test_options_normalise_stop_and_registry() -> None:
     assert TextGeneration({"stop": "###"}).options.stop == ("###",)
     assert TextGeneration({}).options.do_sample is False
     for task, cls in [
-        ("text-generation", TextGeneration), ("summarization", Summarization),
-        ("translation", Translation), ("translation_en_to_de", Translation),
+        ("text-generation", TextGeneration),
+        ("summarization", Summarization),
+        ("translation", Translation),
+        ("translation_en_to_de", Translation),
         ("text2text-generation", Text2TextGeneration),
     ]:
         assert get_task(task) is cls
@@ -91,7 +97,9 @@ def test_options_normalise_stop_and_registry() -> None:
 def test_input_types() -> None:
     from pyspark.sql.types import ArrayType, IntegerType, StringType, StructField, StructType
 
-    chat = ArrayType(StructType([StructField("role", StringType()), StructField("content", StringType())]))
+    chat = ArrayType(
+        StructType([StructField("role", StringType()), StructField("content", StringType())])
+    )
     with pytest.raises(InputSchemaError, match="role string"):
         TextGeneration({}).check_input([ArrayType(StructType([StructField("role", StringType())]))])
     TextGeneration({}).check_input([StringType()])
@@ -135,7 +143,9 @@ def test_sampling_is_seeded_per_row(gpt: Path) -> None:
     first = run_adapter(adapter, loaded, PROMPTS, batch_size=1)
     again = run_adapter(adapter, loaded, PROMPTS[::-1], batch_size=4)[::-1]
     assert first == again  # same seed: same text whatever the batch
-    other = run_adapter(TextGeneration({"do_sample": True, "seed": 12, "max_new_tokens": 6}), loaded, PROMPTS)
+    other = run_adapter(
+        TextGeneration({"do_sample": True, "seed": 12, "max_new_tokens": 6}), loaded, PROMPTS
+    )
     assert [r["generated_text"] for r in other] != [r["generated_text"] for r in first]
     greedy = run_adapter(TextGeneration({"max_new_tokens": 6}), loaded, PROMPTS)
     assert [r["generated_text"] for r in greedy] != [r["generated_text"] for r in first]
@@ -149,8 +159,12 @@ def test_stop_strings(gpt: Path) -> None:
     loaded = load(adapter, gpt)
     full = run_adapter(adapter, loaded, PROMPTS)
     text = full[2]["generated_text"]
-    stop = text[len(text) // 2: len(text) // 2 + 2]
-    cut = run_adapter(TextGeneration({"do_sample": True, "seed": 3, "max_new_tokens": 8, "stop": [stop]}), loaded, PROMPTS)
+    stop = text[len(text) // 2 : len(text) // 2 + 2]
+    cut = run_adapter(
+        TextGeneration({"do_sample": True, "seed": 3, "max_new_tokens": 8, "stop": [stop]}),
+        loaded,
+        PROMPTS,
+    )
     assert cut[2]["generated_text"] == text[: text.find(stop)]
     assert cut[2]["finish_reason"] == "stop"
     assert 1 <= cut[2]["completion_tokens"] < full[2]["completion_tokens"]
@@ -166,21 +180,35 @@ def test_prompt_template(gpt: Path) -> None:
     assert TextGeneration({"prompt_template": "{{x}} {prompt}"}).convert("{y}") == "{x} {y}"
     assert Summarization({"prompt_template": "Text: {prompt}"}).convert("hi") == "Text: hi"
     out = run_adapter(adapter, gpt, PROMPTS[:2])
-    raw = run_adapter(TextGeneration({"max_new_tokens": 4}), gpt, [template.replace("{prompt}", p) for p in PROMPTS[:2]])
+    raw = run_adapter(
+        TextGeneration({"max_new_tokens": 4}),
+        gpt,
+        [template.replace("{prompt}", p) for p in PROMPTS[:2]],
+    )
     assert out == raw
 
 
 def test_chat_messages(gpt: Path, tmp_path: Path) -> None:
     folder = _variant(gpt, tmp_path / "chat", tokenizer={"chat_template": CHAT_TEMPLATE})
     adapter = TextGeneration({"max_new_tokens": 4})
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello world"}]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hello world"},
+    ]
     rendered = "<system> Be brief.\n<user> Hello world\n<assistant>"
     as_numpy = np.array(messages, dtype=object)  # how Arrow hands array<struct> to pandas UDFs
     out = run_adapter(adapter, folder, [messages, as_numpy, rendered])
     assert out[0] == out[1] == out[2]
-    bad = run_adapter(adapter, folder, [
-        [{"role": "wizard", "content": "hi"}], [], [{"role": "user", "content": None}], 42,
-    ])
+    bad = run_adapter(
+        adapter,
+        folder,
+        [
+            [{"role": "wizard", "content": "hi"}],
+            [],
+            [{"role": "user", "content": None}],
+            42,
+        ],
+    )
     assert all(isinstance(e, RowError) for e in bad)
     assert "unknown role 'wizard'" in str(bad[0])
     # a tokenizer without a chat template: chat rows fail, string rows still work
@@ -196,7 +224,9 @@ def test_prompt_too_long(gpt: Path) -> None:
     assert out[1]["generated_text"]
     out = run_adapter(TextGeneration({"truncate_prompt": True}), gpt, [long_prompt])
     assert out[0]["prompt_tokens"] == 128 - 8
-    out = run_adapter(TextGeneration({"truncate_prompt": True, "max_length": 10}), gpt, [long_prompt])
+    out = run_adapter(
+        TextGeneration({"truncate_prompt": True, "max_length": 10}), gpt, [long_prompt]
+    )
     assert out[0]["prompt_tokens"] == 10
     with pytest.raises(ConfigError, match="lower max_new_tokens"):
         load(TextGeneration({"max_new_tokens": 500}), gpt)
@@ -217,8 +247,12 @@ def test_finish_row_and_helpers(gpt: Path) -> None:
     ids = tok("the cat sat on the mat")["input_ids"]
     eos = tok.eos_token_id
     row = finish_row([*ids, eos, ids[0]], eos_ids={eos}, tokenizer=tok, stop=(), prompt_tokens=3)
-    assert row == {"generated_text": "the cat sat on the mat", "finish_reason": "stop",
-                   "prompt_tokens": 3, "completion_tokens": len(ids) + 1}
+    assert row == {
+        "generated_text": "the cat sat on the mat",
+        "finish_reason": "stop",
+        "prompt_tokens": 3,
+        "completion_tokens": len(ids) + 1,
+    }
     row = finish_row(ids, eos_ids={eos}, tokenizer=tok, stop=(" on",))
     assert (row["generated_text"], row["finish_reason"]) == ("the cat sat", "stop")
     assert tok.decode(ids[: row["completion_tokens"]]).endswith(" on")
@@ -241,7 +275,9 @@ def test_seq2seq_matches_generate(bart: Path) -> None:
     tok = transformers.AutoTokenizer.from_pretrained(str(bart))
     for prompt, row in zip(PROMPTS, out, strict=True):
         with torch.inference_mode():
-            ref = model.generate(**tok(prompt, return_tensors="pt"), max_new_tokens=6, do_sample=False)
+            ref = model.generate(
+                **tok(prompt, return_tensors="pt"), max_new_tokens=6, do_sample=False
+            )
         assert row["generated_text"] == tok.decode(ref[0], skip_special_tokens=True)
         assert row["prompt_tokens"] == len(tok(prompt)["input_ids"])
         assert row["completion_tokens"] == ref.shape[1] - 1  # minus the decoder start token
@@ -265,17 +301,21 @@ def test_seq2seq_prefixes(bart: Path, tmp_path: Path) -> None:
         "translation_en_to_de": {"prefix": "translate English to German: "},
     }
     folder = _variant(bart, tmp_path / "t5ish", config={"task_specific_params": params})
-    base = run_adapter(Text2TextGeneration({}), folder, ["the house is wonderful"])[0]["prompt_tokens"]
+    base = run_adapter(Text2TextGeneration({}), folder, ["the house is wonderful"])[0][
+        "prompt_tokens"
+    ]
 
     def tokens(adapter) -> int:
         return run_adapter(adapter, folder, ["the house is wonderful"])[0]["prompt_tokens"]
 
     loaded = load(Summarization({}), folder)
     assert loaded.extras["prefix"] == "summarize: "
-    assert load(Translation({"source_lang": "en", "target_lang": "de"}), folder).extras["prefix"] == (
-        "translate English to German: "
+    assert load(Translation({"source_lang": "en", "target_lang": "de"}), folder).extras[
+        "prefix"
+    ] == ("translate English to German: ")
+    assert (
+        load(Translation({"source_lang": "en", "target_lang": "fr"}), folder).extras["prefix"] == ""
     )
-    assert load(Translation({"source_lang": "en", "target_lang": "fr"}), folder).extras["prefix"] == ""
     assert load(Translation({"prefix": "x: "}), folder).extras["prefix"] == "x: "
     assert load(Text2TextGeneration({}), folder).extras["prefix"] == ""
     assert tokens(Summarization({})) > base
@@ -288,7 +328,9 @@ def test_seq2seq_input_limits(bart: Path, gpt: Path) -> None:
     assert isinstance(out[0], RowError) and "at most 128" in str(out[0])
     assert out[1]["finish_reason"] in ("stop", "length")
     assert isinstance(out[2], RowError)
-    out = run_adapter(Text2TextGeneration({"max_new_tokens": 3, "truncate_prompt": True}), bart, [long_text])
+    out = run_adapter(
+        Text2TextGeneration({"max_new_tokens": 3, "truncate_prompt": True}), bart, [long_text]
+    )
     assert out[0]["prompt_tokens"] == 128
     with pytest.raises((ConfigError, ModelValidationError)):
         load(Text2TextGeneration({}), gpt)

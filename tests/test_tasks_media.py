@@ -24,7 +24,9 @@ RATE = 16000
 LABELS = "array<struct<label:string,score:double>>"
 
 
-def _waves(lengths: tuple[int, ...] = (8000, 16000, 3000, 12000, 16000), seed: int = 0) -> list[np.ndarray]:
+def _waves(
+    lengths: tuple[int, ...] = (8000, 16000, 3000, 12000, 16000), seed: int = 0
+) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     t = np.arange(max(lengths)) / RATE
     tone = 0.3 * np.sin(2 * np.pi * 220 * t)
@@ -51,16 +53,26 @@ def _image(size: tuple[int, int], fmt: str = "PNG", mode: str = "RGB", seed: int
 
 def _png_header(width: int, height: int) -> bytes:
     """A PNG that claims to be ``width`` x ``height`` (a decompression bomb's header)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _same_labels(a: list, b: list) -> None:
     assert [x["label"] for x in a] == [x["label"] for x in b]
-    np.testing.assert_allclose([x["score"] for x in a], [x["score"] for x in b], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        [x["score"] for x in a], [x["score"] for x in b], rtol=1e-4, atol=1e-6
+    )
 
 
 def _shuffled_runs(adapter, loaded, items: list) -> list[list]:
@@ -161,19 +173,27 @@ def test_audio_input_types() -> None:
     from hfspark.errors import InputSchemaError
 
     def audio_struct(array_type, rate_type) -> StructType:
-        return StructType([StructField("array", ArrayType(array_type)), StructField("sampling_rate", rate_type)])
+        return StructType(
+            [StructField("array", ArrayType(array_type)), StructField("sampling_rate", rate_type)]
+        )
 
     for cls in (SpeechRecognition, AudioClassification):
         adapter = cls({})
         adapter.check_input([BinaryType()])
         adapter.check_input([audio_struct(FloatType(), IntegerType())])
         adapter.check_input([audio_struct(DoubleType(), LongType())])
-        for bad in ([StringType()], [audio_struct(StringType(), IntegerType())],
-                    [StructType([StructField("samples", ArrayType(FloatType()))])]):
+        for bad in (
+            [StringType()],
+            [audio_struct(StringType(), IntegerType())],
+            [StructType([StructField("samples", ArrayType(FloatType()))])],
+        ):
             with pytest.raises(InputSchemaError):
                 adapter.check_input(bad)
-    for ok in ([BinaryType()], [StringType()],  # bytes, a path/URI, a binaryFile row
-               [StructType([StructField("path", StringType()), StructField("content", BinaryType())])]):
+    for ok in (
+        [BinaryType()],
+        [StringType()],  # bytes, a path/URI, a binaryFile row
+        [StructType([StructField("path", StringType()), StructField("content", BinaryType())])],
+    ):
         ImageClassification({}).check_input(ok)
     for bad in ([IntegerType()], [StructType([StructField("bytes", BinaryType())])]):
         with pytest.raises(InputSchemaError):
@@ -185,7 +205,11 @@ def test_asr_matches_pipeline(tiny_models: dict[str, Path], key: str) -> None:
     import transformers
 
     waves = _waves()
-    out = run_adapter(SpeechRecognition({}), tiny_models[key], [{"array": w, "sampling_rate": RATE} for w in waves])
+    out = run_adapter(
+        SpeechRecognition({}),
+        tiny_models[key],
+        [{"array": w, "sampling_rate": RATE} for w in waves],
+    )
     pipe = transformers.pipeline("automatic-speech-recognition", model=str(tiny_models[key]))
     for wave, row in zip(waves, out, strict=True):
         assert row["text"] == pipe(wave.copy())["text"].strip()
@@ -215,8 +239,12 @@ def test_ctc_padded_batches_are_exact(tiny_models: dict[str, Path], tmp_path: Pa
     adapter = SpeechRecognition({"return_timestamps": "char"})
     loaded = load(adapter, folder)
     waves = _waves((4000, 9000, 16000, 6500))
-    single = run_adapter(adapter, loaded, [{"array": w, "sampling_rate": RATE} for w in waves], batch_size=1)
-    padded = run_adapter(adapter, loaded, [{"array": w, "sampling_rate": RATE} for w in waves], batch_size=4)
+    single = run_adapter(
+        adapter, loaded, [{"array": w, "sampling_rate": RATE} for w in waves], batch_size=1
+    )
+    padded = run_adapter(
+        adapter, loaded, [{"array": w, "sampling_rate": RATE} for w in waves], batch_size=4
+    )
     assert padded == single
 
 
@@ -225,12 +253,16 @@ def test_asr_input_forms_agree(tiny_models: dict[str, Path]) -> None:
     adapter = SpeechRecognition({})
     loaded = load(adapter, tiny_models["asr-ctc"])
     decoded = convert_audio(_encode(wave, 22050, "FLAC"))
-    out = run_adapter(adapter, loaded, [
-        _encode(wave, 22050, "FLAC"),
-        {"array": decoded.samples.tolist(), "sampling_rate": 22050},
-        {"array": resample(decoded.samples, 22050, RATE), "sampling_rate": RATE},
-        {"array": wave[:10], "sampling_rate": 22050},  # shorter than the conv receptive field
-    ])
+    out = run_adapter(
+        adapter,
+        loaded,
+        [
+            _encode(wave, 22050, "FLAC"),
+            {"array": decoded.samples.tolist(), "sampling_rate": 22050},
+            {"array": resample(decoded.samples, 22050, RATE), "sampling_rate": RATE},
+            {"array": wave[:10], "sampling_rate": 22050},  # shorter than the conv receptive field
+        ],
+    )
     assert out[0] == out[1] == out[2]
     assert isinstance(out[3]["text"], str)
 
@@ -242,21 +274,31 @@ def test_asr_long_audio_chunks_like_pipeline(tiny_models: dict[str, Path]) -> No
     for key, chunk_s in (("asr-ctc", 30), ("asr-ctc", 2), ("asr-whisper", 30)):  # 2 s: 49 chunks
         pipe = transformers.pipeline("automatic-speech-recognition", model=str(tiny_models[key]))
         expected = pipe(wave.copy(), chunk_length_s=chunk_s, ignore_warning=True)["text"].strip()
-        out = run_adapter(SpeechRecognition({"chunk_length_s": chunk_s}), tiny_models[key],
-                          [{"array": wave, "sampling_rate": RATE}])
+        out = run_adapter(
+            SpeechRecognition({"chunk_length_s": chunk_s}),
+            tiny_models[key],
+            [{"array": wave, "sampling_rate": RATE}],
+        )
         assert out[0]["text"] == expected, key
 
 
 def test_asr_timestamps(tiny_models: dict[str, Path]) -> None:
     items = [{"array": w, "sampling_rate": RATE} for w in _waves((16000, 24000))]
     for unit in ("char", "word", True):
-        out = run_adapter(SpeechRecognition({"return_timestamps": unit}), tiny_models["asr-ctc"], items)
+        out = run_adapter(
+            SpeechRecognition({"return_timestamps": unit}), tiny_models["asr-ctc"], items
+        )
         for row in out:
             assert row["chunks"], unit
             starts = [c["start"] for c in row["chunks"]]
             assert starts == sorted(starts)
-            assert all(isinstance(c["start"], float) and c["start"] <= c["end"] <= 1.5 for c in row["chunks"])
-    out = run_adapter(SpeechRecognition({"return_timestamps": True}), tiny_models["asr-whisper"], items)
+            assert all(
+                isinstance(c["start"], float) and c["start"] <= c["end"] <= 1.5
+                for c in row["chunks"]
+            )
+    out = run_adapter(
+        SpeechRecognition({"return_timestamps": True}), tiny_models["asr-whisper"], items
+    )
     assert all(isinstance(row["chunks"], list) and row["chunks"] for row in out)
 
 
@@ -266,14 +308,24 @@ def test_audio_classification(tiny_models: dict[str, Path]) -> None:
     folder = tiny_models["audio-classification"]
     assert AudioClassification({}).output_type().simpleString() == LABELS
     waves = _waves()
-    out = run_adapter(AudioClassification({"top_k": 2}), folder, [{"array": w, "sampling_rate": RATE} for w in waves])
+    out = run_adapter(
+        AudioClassification({"top_k": 2}),
+        folder,
+        [{"array": w, "sampling_rate": RATE} for w in waves],
+    )
     pipe = transformers.pipeline("audio-classification", model=str(folder))
     for wave, row in zip(waves, out, strict=True):
         _same_labels(row, pipe(wave.copy(), top_k=2))
-    row = run_adapter(AudioClassification({"top_k": 50}), folder, [_encode(waves[0], 8000, "WAV")])[0]
+    row = run_adapter(AudioClassification({"top_k": 50}), folder, [_encode(waves[0], 8000, "WAV")])[
+        0
+    ]
     assert len(row) == 3 and sum(x["score"] for x in row) == pytest.approx(1.0)
     assert [x["score"] for x in row] == sorted((x["score"] for x in row), reverse=True)
-    row = run_adapter(AudioClassification({"function_to_apply": "sigmoid"}), folder, [_encode(waves[0], RATE, "WAV")])[0]
+    row = run_adapter(
+        AudioClassification({"function_to_apply": "sigmoid"}),
+        folder,
+        [_encode(waves[0], RATE, "WAV")],
+    )[0]
     assert sum(x["score"] for x in row) > 1.2
     with pytest.raises(ConfigError, match="top_k"):
         AudioClassification({"top_k": 0})
@@ -296,8 +348,11 @@ def test_image_classification_matches_pipeline(tiny_models: dict[str, Path]) -> 
 
     folder = tiny_models["image-classification"]
     images = [
-        _image((40, 30)), _image((64, 64), "JPEG", seed=1), _image((20, 50), "WEBP", seed=2),
-        _image((33, 33), "PNG", mode="L", seed=3), _image((30, 20), "PNG", mode="RGBA", seed=4),
+        _image((40, 30)),
+        _image((64, 64), "JPEG", seed=1),
+        _image((20, 50), "WEBP", seed=2),
+        _image((33, 33), "PNG", mode="L", seed=3),
+        _image((30, 20), "PNG", mode="RGBA", seed=4),
         _image((25, 25), "GIF", mode="P", seed=5),
     ]
     out = run_adapter(ImageClassification({"top_k": 2}), folder, images, batch_size=4)
@@ -319,7 +374,9 @@ def test_image_exif_orientation(tiny_models: dict[str, Path]) -> None:
     ImageOps.exif_transpose(Image.open(io.BytesIO(tagged.getvalue()))).save(upright, format="PNG")
     adapter = ImageClassification({})
     assert adapter.convert(tagged.getvalue()).size == (24, 48)
-    out = run_adapter(adapter, tiny_models["image-classification"], [tagged.getvalue(), upright.getvalue()])
+    out = run_adapter(
+        adapter, tiny_models["image-classification"], [tagged.getvalue(), upright.getvalue()]
+    )
     _same_labels(out[0], out[1])
 
 
@@ -357,6 +414,8 @@ def test_image_batch_order_independent(tiny_models: dict[str, Path]) -> None:
 
 
 def test_image_preprocessor_config_kept(tiny_models: dict[str, Path]) -> None:
-    config = json.loads((tiny_models["image-classification"] / "preprocessor_config.json").read_text())
+    config = json.loads(
+        (tiny_models["image-classification"] / "preprocessor_config.json").read_text()
+    )
     loaded = load(ImageClassification({}), tiny_models["image-classification"])
     assert loaded.processor.size["height"] == config["size"]["height"] == 32

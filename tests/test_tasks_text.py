@@ -211,7 +211,10 @@ def test_text_classification_default_function() -> None:
 
     assert default_function(Config(problem_type=None, num_labels=3)) == "softmax"
     assert default_function(Config(problem_type=None, num_labels=1)) == "sigmoid"
-    assert default_function(Config(problem_type="multi_label_classification", num_labels=4)) == "sigmoid"
+    assert (
+        default_function(Config(problem_type="multi_label_classification", num_labels=4))
+        == "sigmoid"
+    )
     assert default_function(Config(problem_type="regression", num_labels=1)) == "none"
     assert get_task("fill-mask")({"targets": "paris"}).options.targets == ("paris",)
 
@@ -249,11 +252,18 @@ def test_max_length_over_model_limit(tiny_models: dict[str, Path]) -> None:
 # --------------------------------------------------------------------------- values
 def test_text_classification_matches_pipeline(tiny_models: dict[str, Path]) -> None:
     folder = tiny_models["text-classification"]
-    items = [*TEXTS[:-1], {"text": "I love it", "text_pair": "It is great"}, {"text": "bad", "text_pair": None}]
+    items = [
+        *TEXTS[:-1],
+        {"text": "I love it", "text_pair": "It is great"},
+        {"text": "bad", "text_pair": None},
+    ]
     p = pipe("text-classification", folder)
     for options, kwargs in [
         ({}, {"top_k": None}),
-        ({"top_k": 1, "function_to_apply": "sigmoid"}, {"top_k": 1, "function_to_apply": "sigmoid"}),
+        (
+            {"top_k": 1, "function_to_apply": "sigmoid"},
+            {"top_k": 1, "function_to_apply": "sigmoid"},
+        ),
         ({"function_to_apply": "none"}, {"top_k": None, "function_to_apply": "none"}),
     ]:
         adapter = get_task("text-classification")(options)
@@ -263,7 +273,10 @@ def test_text_classification_matches_pipeline(tiny_models: dict[str, Path]) -> N
             ref = p(item, **kwargs)
             ref = ref[0] if isinstance(ref[0], list) else ref
             assert_close(got["scores"], [{"label": r["label"], "score": r["score"]} for r in ref])
-            assert (got["label"], got["score"]) == (ref[0]["label"], pytest.approx(ref[0]["score"], abs=1e-5))
+            assert (got["label"], got["score"]) == (
+                ref[0]["label"],
+                pytest.approx(ref[0]["score"], abs=1e-5),
+            )
 
 
 @pytest.mark.parametrize("strategy", ["simple", "first", "average", "max", "none"])
@@ -292,7 +305,9 @@ def test_token_classification_matches_pipeline(tiny_models: dict[str, Path], str
 
 def test_token_classification_truncates_long_text(tiny_models: dict[str, Path]) -> None:
     text = TEXTS[-1]
-    adapter = get_task("token-classification")({"aggregation_strategy": "none", "ignore_labels": []})
+    adapter = get_task("token-classification")(
+        {"aggregation_strategy": "none", "ignore_labels": []}
+    )
     (got,) = run_adapter(adapter, tiny_models["token-classification"], [text], batch_size=1)
     assert len(got) == 126  # 128 tokens minus [CLS] and [SEP]
     assert all(text[e["start"] : e["end"]].lower() == e["word"].removeprefix("##") for e in got)
@@ -308,7 +323,9 @@ def test_fill_mask_matches_pipeline(tiny_models: dict[str, Path]) -> None:
             check_type(got, adapter.output_type())
             ref = p(text, **options)
             assert len(got) == options.get("top_k", 5)
-            assert_close(got, [{k: r[k] for k in ("token_str", "token", "score", "sequence")} for r in ref])
+            assert_close(
+                got, [{k: r[k] for k in ("token_str", "token", "score", "sequence")} for r in ref]
+            )
 
 
 def test_fill_mask_rows(tiny_models: dict[str, Path]) -> None:
@@ -319,7 +336,9 @@ def test_fill_mask_rows(tiny_models: dict[str, Path]) -> None:
     assert isinstance(out[1], RowError) and "allow_multiple_masks" in str(out[1])
     assert isinstance(out[2], RowError) and "string" in str(out[2])
     assert len(out[3]) == 5
-    allowed = run_adapter(get_task("fill-mask")({"allow_multiple_masks": True}), folder, items[1:2], 1)
+    allowed = run_adapter(
+        get_task("fill-mask")({"allow_multiple_masks": True}), folder, items[1:2], 1
+    )
     assert all(r["sequence"].endswith("and [MASK]") for r in allowed[0])
     # a mask past max_length tokens is kept: the row is cut to a window around it
     long = "the cat sat on the mat " * 40 + "[MASK] " + "the dog barked " * 40
@@ -333,11 +352,20 @@ def reference_qa(folder: Path, question: str, context: str, max_length: int, str
 
     tok = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForQuestionAnswering.from_pretrained(folder).eval()
-    enc = tok(question, context, truncation="only_second", max_length=max_length, stride=stride,
-              return_overflowing_tokens=True, return_offsets_mapping=True)
+    enc = tok(
+        question,
+        context,
+        truncation="only_second",
+        max_length=max_length,
+        stride=stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+    )
     answers = []
     for w in range(len(enc["input_ids"])):
-        inputs = {k: torch.tensor([enc[k][w]]) for k in ("input_ids", "token_type_ids", "attention_mask")}
+        inputs = {
+            k: torch.tensor([enc[k][w]]) for k in ("input_ids", "token_type_ids", "attention_mask")
+        }
         with torch.inference_mode():
             out = model(**inputs)
         allowed = np.array([s == 1 for s in enc.sequence_ids(w)])
@@ -353,13 +381,22 @@ def reference_qa(folder: Path, question: str, context: str, max_length: int, str
         i, j = np.unravel_index(cand.argmax(), cand.shape)
         s_char = enc.word_to_chars(w, enc.token_to_word(w, int(i)), sequence_index=1)[0]
         e_char = enc.word_to_chars(w, enc.token_to_word(w, int(j)), sequence_index=1)[1]
-        answers.append({"answer": context[s_char:e_char], "score": float(cand[i, j]), "start": s_char, "end": e_char})
+        answers.append(
+            {
+                "answer": context[s_char:e_char],
+                "score": float(cand[i, j]),
+                "start": s_char,
+                "end": e_char,
+            }
+        )
     return sorted(answers, key=lambda a: -a["score"])[0]
 
 
 def test_question_answering_matches_reference(tiny_models: dict[str, Path]) -> None:
     folder = tiny_models["question-answering"]
-    adapter = get_task("question-answering")({"max_length": 96, "doc_stride": 20, "max_question_len": 16})
+    adapter = get_task("question-answering")(
+        {"max_length": 96, "doc_stride": 20, "max_question_len": 16}
+    )
     loaded = adapter.load(folder, {}, "cpu", None)
     assert loaded.extras["stride"] == 20
     items = [adapter.convert(q) for q in QA]
@@ -441,7 +478,9 @@ def test_zero_shot_rows_and_model(tiny_models: dict[str, Path]) -> None:
 def test_feature_extraction_matches_pipeline(tiny_models: dict[str, Path]) -> None:
     folder = tiny_models["feature-extraction"]
     texts = TEXTS[:-1]
-    tokens = [np.array(t[0]) for t in pipe("feature-extraction", folder)(texts)]  # (tokens, dim) each
+    tokens = [
+        np.array(t[0]) for t in pipe("feature-extraction", folder)(texts)
+    ]  # (tokens, dim) each
     expected = {
         "mean": [t.mean(axis=0) for t in tokens],
         "cls": [t[0] for t in tokens],
@@ -485,10 +524,14 @@ def test_batch_order_independence(tiny_models: dict[str, Path], task: str) -> No
     for batch_size in (2, 3, len(items)):
         order = list(range(len(items)))
         rng.shuffle(order)
-        shuffled = run_adapter(adapter, tiny_models[task], [items[i] for i in order], batch_size, loaded)
+        shuffled = run_adapter(
+            adapter, tiny_models[task], [items[i] for i in order], batch_size, loaded
+        )
         for pos, i in enumerate(order):
             check_type(shuffled[pos], adapter.output_type())
-            assert_close(_comparable(task, shuffled[pos]), _comparable(task, alone[i]), 1e-5, f"row {i}")
+            assert_close(
+                _comparable(task, shuffled[pos]), _comparable(task, alone[i]), 1e-5, f"row {i}"
+            )
 
 
 @pytest.mark.parametrize("task", list(BATCH_CASES))

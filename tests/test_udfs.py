@@ -203,7 +203,11 @@ def test_real_minilm_through_spark(spark, minilm_dir, tmp_path):
 
     path = tmp_path / "minilm"
     save_model(str(minilm_dir), path, task="feature-extraction")
-    sents = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby."]
+    sents = [
+        "A man is eating food.",
+        "A man is eating a piece of bread.",
+        "The girl is carrying a baby.",
+    ]
     df = spark.createDataFrame(list(enumerate(sents)), "id long, text string")
     rows = sorted(df.withColumn("v", model_udf(str(path))("text")).collect(), key=lambda r: r.id)
     v = np.array([r.v for r in rows])

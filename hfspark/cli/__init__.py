@@ -48,7 +48,8 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``hfspark`` command."""
     parser = argparse.ArgumentParser(
-        prog="hfspark", description="Hugging Face transformers batch inference on Apache Spark.")
+        prog="hfspark", description="Hugging Face transformers batch inference on Apache Spark."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in dict.fromkeys(COMMANDS.values()):
@@ -65,8 +66,11 @@ def main(argv: Sequence[str] | None = None, *, embedded: bool = True) -> int:
             ``spark-submit`` (see ``jobs/run_job.py``).
     """
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     for noisy in ("py4j", "urllib3", "matplotlib", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from hfspark.cli._common import fail

@@ -16,9 +16,15 @@ __all__ = ["job_args", "load_job", "fail"]
 def job_args(p: argparse.ArgumentParser) -> None:
     """The job file and ``--set`` overrides of ``run`` and ``validate``."""
     p.add_argument("conf", help="job configuration (YAML)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting, e.g. --set run.chunk_rows=500 (repeatable; "
-                        "values are YAML scalars)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set run.chunk_rows=500 (repeatable; "
+        "values are YAML scalars)",
+    )
 
 
 def load_job(args: argparse.Namespace) -> Any:

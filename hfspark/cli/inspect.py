@@ -19,7 +19,9 @@ __all__ = ["add_parser", "command", "inspect_model"]
 
 def add_parser(sub: Any) -> None:
     """Add ``inspect`` to the ``hfspark`` subcommands."""
-    ins = sub.add_parser("inspect", help="show a saved model's task, schemas, size, hash and versions")
+    ins = sub.add_parser(
+        "inspect", help="show a saved model's task, schemas, size, hash and versions"
+    )
     ins.add_argument("uri", help="model URI (folder, file://, s3://, models:/, pypi://PACKAGE)")
     ins.add_argument("--task", help="task, for a plain transformers folder or a pypi:// package")
     ins.add_argument("--json", action="store_true", help="print as JSON")
@@ -62,6 +64,7 @@ def inspect_model(uri: str, task: str | None = None) -> dict[str, Any]:
 
 def _model_limits(model_dir: Path, components: Any) -> dict[str, Any]:
     """The model's labels (``id2label``) and the most input tokens it takes, from its files."""
+
     def read(path: Path) -> dict[str, Any]:
         try:
             data = json.loads(path.read_text())
@@ -73,8 +76,11 @@ def _model_limits(model_dir: Path, components: Any) -> dict[str, Any]:
     id2label = config.get("id2label") or {}
     labels = [str(v) for _, v in sorted(id2label.items(), key=lambda kv: int(kv[0]))]
     tok_dir = Path(components.get("tokenizer", model_dir)) if components else model_dir
-    limits = [read(tok_dir / "tokenizer_config.json").get("model_max_length"),
-              config.get("max_position_embeddings"), config.get("n_positions")]
+    limits = [
+        read(tok_dir / "tokenizer_config.json").get("model_max_length"),
+        config.get("max_position_embeddings"),
+        config.get("n_positions"),
+    ]
     usable = [int(v) for v in limits if isinstance(v, (int, float)) and 0 < v < 1_000_000]
     return {"labels": labels, "max_input_tokens": usable[0] if usable else None}
 
@@ -90,8 +96,11 @@ def _find_versions(meta: Any) -> dict[str, str]:
             name = f"{path}.{key}" if path else str(key)
             if isinstance(value, dict):
                 if str(key).lower().endswith("versions"):
-                    found.extend((str(k), str(v)) for k, v in value.items()
-                                 if v is not None and not isinstance(v, dict))
+                    found.extend(
+                        (str(k), str(v))
+                        for k, v in value.items()
+                        if v is not None and not isinstance(v, dict)
+                    )
                 walk(value, name)
             elif str(key).lower().endswith("version") and value is not None:
                 found.append((name, str(value)))

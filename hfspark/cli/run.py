@@ -22,8 +22,11 @@ def add_parser(sub: Any) -> None:
     """Add ``run`` to the ``hfspark`` subcommands."""
     run = sub.add_parser("run", help="run a batch job (read -> infer -> write)")
     job_args(run)
-    run.add_argument("--progress", choices=["auto", "bar", "log", "off"],
-                     help="progress display (default: the conf's run.progress)")
+    run.add_argument(
+        "--progress",
+        choices=["auto", "bar", "log", "off"],
+        help="progress display (default: the conf's run.progress)",
+    )
 
 
 def command(args: argparse.Namespace, embedded: bool) -> int:
@@ -48,8 +51,10 @@ def _print_result(spark: Any, job: Any, report: Any) -> None:
     out, rows = report.output, report.rows
     version = f" (Delta version {out['version']})" if "version" in out else ""
     print(f"wrote {rows['written']} rows to {out.get('format')} {out.get('location')}{version}")
-    print(f"the output holds {out.get('rows', '?')} rows; {rows['already_done']} were there "
-          f"before this run; {rows['errors']} rows with errors; {report.rows_per_s:.1f} rows/s")
+    print(
+        f"the output holds {out.get('rows', '?')} rows; {rows['already_done']} were there "
+        f"before this run; {rows['errors']} rows with errors; {report.rows_per_s:.1f} rows/s"
+    )
     cols = out.get("columns") or {}
     if cols:
         print("columns:")

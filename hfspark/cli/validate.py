@@ -20,7 +20,9 @@ __all__ = ["add_parser", "command"]
 
 def add_parser(sub: Any) -> None:
     """Add ``validate`` to the ``hfspark`` subcommands."""
-    val = sub.add_parser("validate", help="check a job: conf, input schema and models, no inference")
+    val = sub.add_parser(
+        "validate", help="check a job: conf, input schema and models, no inference"
+    )
     job_args(val)
     val.add_argument("--json", action="store_true", help="print the summary as JSON")
 

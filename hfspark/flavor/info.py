@@ -94,9 +94,16 @@ class ModelInfo:
 
         meta = dict(self.metadata)
         if isinstance(meta.get("peft"), dict):
-            meta["peft"] = {k: move(v) if isinstance(v, Path) else v for k, v in meta["peft"].items()}
-        return replace(self, root=Path(root), model_dir=move(self.model_dir),
-                       components={k: move(v) for k, v in self.components.items()}, metadata=meta)
+            meta["peft"] = {
+                k: move(v) if isinstance(v, Path) else v for k, v in meta["peft"].items()
+            }
+        return replace(
+            self,
+            root=Path(root),
+            model_dir=move(self.model_dir),
+            components={k: move(v) for k, v in self.components.items()},
+            metadata=meta,
+        )
 
 
 def read_info(
@@ -171,8 +178,13 @@ def read_info(
         if flavor_conf.get(FlavorKey.PEFT):  # an adapter + a reference to its base model
             from hfspark.flavor.peft_load import resolve_peft
 
-            peft = resolve_peft(root, flavor_conf, saved, label,
-                                task or saved.get(HfSparkKey.TASK) or flavor_conf.get(FlavorKey.TASK))
+            peft = resolve_peft(
+                root,
+                flavor_conf,
+                saved,
+                label,
+                task or saved.get(HfSparkKey.TASK) or flavor_conf.get(FlavorKey.TASK),
+            )
         binary = flavor_conf.get(FlavorKey.MODEL_BINARY)
         if peft is None and binary is None:
             if FlavorKey.MODEL_REVISION in flavor_conf:
@@ -182,8 +194,11 @@ def read_info(
                     "on it, or save it again with the weights."
                 )
             binary = "pipeline"  # MLflow < 2.4.1 layout
-        model_dir = peft["model_dir"] if peft is not None else check_inside(
-            root, binary, "flavors.transformers.model_binary")
+        model_dir = (
+            peft["model_dir"]
+            if peft is not None
+            else check_inside(root, binary, "flavors.transformers.model_binary")
+        )
         if HfSparkKey.MODEL_DIR in saved:
             check_inside(root, saved[HfSparkKey.MODEL_DIR], "metadata.hfspark.model_dir")
         names = list(flavor_conf.get(FlavorKey.COMPONENTS) or [])
@@ -192,12 +207,16 @@ def read_info(
         components: dict[str, Path] = {}
         for name in names:
             if name not in COMPONENT_NAMES:
-                raise ModelValidationError(f"{label}: unknown component {name!r}; components "
-                                           f"are {', '.join(COMPONENT_NAMES)}.")
+                raise ModelValidationError(
+                    f"{label}: unknown component {name!r}; components "
+                    f"are {', '.join(COMPONENT_NAMES)}."
+                )
             folder = check_inside(root, f"{COMPONENTS_DIR}/{name}", f"components.{name}")
             if not folder.is_dir():
-                raise ModelValidationError(f"{root}/{COMPONENTS_DIR}/{name} is missing although "
-                                           f"{MLMODEL_FILE} lists it. Save the model again.")
+                raise ModelValidationError(
+                    f"{root}/{COMPONENTS_DIR}/{name} is missing although "
+                    f"{MLMODEL_FILE} lists it. Save the model again."
+                )
             components[name] = folder
         saved_task = saved.get(HfSparkKey.TASK) or flavor_conf.get(FlavorKey.TASK)
         if not (task or saved_task):
@@ -209,8 +228,10 @@ def read_info(
         elif not saved:
             pyfunc = doc[PyfuncKey.FLAVORS].get("python_function") or {}
             options = translation_defaults(
-                final_task, flavor_conf.get(FlavorKey.TASK),
-                known_options(final_task, pyfunc.get(PyfuncKey.MODEL_CONFIG) or {}))
+                final_task,
+                flavor_conf.get(FlavorKey.TASK),
+                known_options(final_task, pyfunc.get(PyfuncKey.MODEL_CONFIG) or {}),
+            )
         else:
             options = {}
         dtype = md.normalize_dtype(flavor_conf.get(FlavorKey.TORCH_DTYPE))
@@ -245,8 +266,10 @@ def read_info(
     if peft is None and (not digest or verify):
         actual = content_hash(files)
         if digest and actual != digest:
-            raise ModelValidationError(f"{root}/{rel}: the weights changed since they were "
-                                       "saved (content hash differs). Save the model again.")
+            raise ModelValidationError(
+                f"{root}/{rel}: the weights changed since they were "
+                "saved (content hash differs). Save the model again."
+            )
         digest = actual
     schema = saved.get(HfSparkKey.SCHEMA) if saved.get(HfSparkKey.TASK) == final_task else None
     if schema is None:
@@ -255,18 +278,33 @@ def read_info(
         except ConfigError:
             schema = None
     section = dict(saved) or md.build_hfspark_section(
-        task=final_task, inference_config=options, schema=schema, content_hash=str(digest or ""),
+        task=final_task,
+        inference_config=options,
+        schema=schema,
+        content_hash=str(digest or ""),
         weight_files={f.name: {"size": f.stat().st_size, "sha256": file_sha256(f)} for f in files},
         components=sorted(components),
         version_info={"transformers": flavor_conf.get(FlavorKey.TRANSFORMERS_VERSION)},
     )
     return ModelInfo(
-        uri=str(uri), root=root, task=final_task, model_dir=model_dir, components=components,
-        content_hash=str(digest or ""), inference_config=options, torch_dtype=dtype, flavor=flavor,
-        metadata={"mlmodel": doc, "hfspark": section, "config": config,
-                  **({"peft": peft} if peft is not None else {}),
-                  "mlflow_task": flavor_conf.get(FlavorKey.TASK) or mlflow_task_name(final_task)},
-        prompt_template=prompt_template, schema=schema,
+        uri=str(uri),
+        root=root,
+        task=final_task,
+        model_dir=model_dir,
+        components=components,
+        content_hash=str(digest or ""),
+        inference_config=options,
+        torch_dtype=dtype,
+        flavor=flavor,
+        metadata={
+            "mlmodel": doc,
+            "hfspark": section,
+            "config": config,
+            **({"peft": peft} if peft is not None else {}),
+            "mlflow_task": flavor_conf.get(FlavorKey.TASK) or mlflow_task_name(final_task),
+        },
+        prompt_template=prompt_template,
+        schema=schema,
     )
 
 
@@ -276,8 +314,10 @@ def _check_recorded(recorded: Mapping[str, Any], files: list[Path], where: str) 
     for name, meta in recorded.items():
         f = by_name.get(name)
         if f is None:
-            raise ModelValidationError(f"{where}/{name} is missing (it was saved with the model). "
-                                       "Copy it again or save the model again.")
+            raise ModelValidationError(
+                f"{where}/{name} is missing (it was saved with the model). "
+                "Copy it again or save the model again."
+            )
         size = (meta or {}).get("size")
         if size is not None and f.stat().st_size != int(size):
             raise ModelValidationError(

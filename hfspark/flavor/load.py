@@ -62,8 +62,9 @@ def resolve_dtype(dtype: Any) -> Any:
         return name
     value = getattr(torch, name, None)
     if not isinstance(value, torch.dtype):
-        raise ConfigError(f"Unknown torch dtype {dtype!r}; use e.g. 'float32', 'float16', "
-                          "'bfloat16' or 'auto'.")
+        raise ConfigError(
+            f"Unknown torch dtype {dtype!r}; use e.g. 'float32', 'float16', 'bfloat16' or 'auto'."
+        )
     return value
 
 
@@ -92,19 +93,22 @@ def _load_components(info: ModelInfo, flavor_conf: Mapping[str, Any]) -> dict[st
         try:
             loaded[name] = cls.from_pretrained(str(folder), trust_remote_code=False)
         except (OSError, ValueError, TypeError) as e:
-            raise ModelValidationError(f"Cannot load the {name} from {folder}: {e}. Save the "
-                                       "model again with its processors.") from e
+            raise ModelValidationError(
+                f"Cannot load the {name} from {folder}: {e}. Save the "
+                "model again with its processors."
+            ) from e
     return loaded
 
 
-def _load_weights(info: ModelInfo, flavor_conf: Mapping[str, Any], device: Any,
-                  dtype: Any) -> Any:
+def _load_weights(info: ModelInfo, flavor_conf: Mapping[str, Any], device: Any, dtype: Any) -> Any:
     config = dict(info.metadata.get("config") or {})
     if flavor_conf.get(FlavorKey.MODEL_TYPE) and not config.get("architectures"):
         config["architectures"] = [flavor_conf[FlavorKey.MODEL_TYPE]]
     # The saved architecture keeps its head; a task that accepts any architecture
     # (feature-extraction) loads the task's Auto class (the base model) instead.
-    cls = model_class(auto_model_name(info.task), config, exact=bool(architecture_suffixes(info.task)))
+    cls = model_class(
+        auto_model_name(info.task), config, exact=bool(architecture_suffixes(info.task))
+    )
     kwargs: dict[str, Any] = {"trust_remote_code": False, "use_safetensors": True}
     if dtype is not None:
         kwargs["dtype"] = dtype
@@ -113,8 +117,9 @@ def _load_weights(info: ModelInfo, flavor_conf: Mapping[str, Any], device: Any,
     try:
         model = cls.from_pretrained(str(model_dir_for(info)), **kwargs)  # PEFT: merged
     except (OSError, ValueError) as e:
-        raise ModelValidationError(f"Cannot load the {info.task} model in {info.model_dir}: "
-                                   f"{e}") from e
+        raise ModelValidationError(
+            f"Cannot load the {info.task} model in {info.model_dir}: {e}"
+        ) from e
     if "device_map" not in kwargs:
         model = model.to(device)
     return model.eval()
@@ -167,8 +172,10 @@ def load_model(
                 "implements the task without a pipeline."
             )
         if "processor" in info.components:
-            raise ConfigError("This model was saved with a processor, which pipelines do not "
-                              "take; use return_type='components'.")
+            raise ConfigError(
+                "This model was saved with a processor, which pipelines do not "
+                "take; use return_type='components'."
+            )
     dev = resolve_device(device)
     dtype = resolve_dtype(torch_dtype if torch_dtype is not None else info.torch_dtype)
     parts: dict[str, Any] = {"model": _load_weights(info, flavor_conf, dev, dtype)}

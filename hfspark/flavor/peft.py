@@ -273,7 +273,8 @@ def _merged_source(
         from hfspark.flavor.peft_load import load_base
 
         merged = peft.PeftModel.from_pretrained(
-            load_base(base), str(inner), trust_remote_code=False).merge_and_unload()
+            load_base(base), str(inner), trust_remote_code=False
+        ).merge_and_unload()
         a_hash = adapter_hash(inner)
     else:
         merged = copy.deepcopy(inner).merge_and_unload()

@@ -182,7 +182,9 @@ def model_dir_for(info: Any) -> Path:
         tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             model = peft.PeftModel.from_pretrained(
-                load_base(info), str(peft_meta["adapter_dir"]), is_trainable=False,
+                load_base(info),
+                str(peft_meta["adapter_dir"]),
+                is_trainable=False,
                 trust_remote_code=False,
             )
             model.merge_and_unload().save_pretrained(str(tmp), safe_serialization=True)

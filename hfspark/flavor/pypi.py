@@ -42,7 +42,7 @@ def resolve_pypi(uri: str, task: str | None = None, folder: str | None = None) -
     """
     if not uri.startswith(PYPI_SCHEME):
         return uri
-    spec = uri[len(PYPI_SCHEME):].strip("/")
+    spec = uri[len(PYPI_SCHEME) :].strip("/")
     package, _, sub = spec.partition("/")
     found = importlib.util.find_spec(package) if package.isidentifier() else None
     if found is None or not found.submodule_search_locations:

@@ -27,8 +27,9 @@ from hfspark.flavor.store import local_path, pin_uri
 __all__ = ["resolve_uri"]
 
 
-def resolve_uri(uri: str | os.PathLike[str], task: str | None = None,
-                models_dir: str | None = None) -> str:
+def resolve_uri(
+    uri: str | os.PathLike[str], task: str | None = None, models_dir: str | None = None
+) -> str:
     """The URI executors read for ``uri``: local paths absolute, ``pypi://`` saved, aliases pinned.
 
     Args:

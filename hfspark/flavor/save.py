@@ -127,13 +127,16 @@ def save_model(
     target = str(path)
     remote = is_remote(path)
     if remote and target.split(":", 1)[0].lower() in MLFLOW_SCHEMES:
-        raise ConfigError(f"Cannot save to {target}: save to a folder, then log it with "
-                          "mlflow.log_artifacts(folder, ...) or mlflow.transformers.")
+        raise ConfigError(
+            f"Cannot save to {target}: save to a folder, then log it with "
+            "mlflow.log_artifacts(folder, ...) or mlflow.transformers."
+        )
     dest = None if remote else local_path(path).absolute()  # type: ignore[union-attr]
     exists = remote_exists(target, storage_options=storage_options) if remote else _exists(dest)
     if exists and not overwrite:
-        raise ConfigError(f"{target} already exists: pass overwrite=True to replace it, or "
-                          "choose another path.")
+        raise ConfigError(
+            f"{target} already exists: pass overwrite=True to replace it, or choose another path."
+        )
     if dest is not None and exists:
         _check_replaceable(dest)
     user_meta = dict(json_safe(dict(metadata or {}), "metadata"))
@@ -144,17 +147,20 @@ def save_model(
     from hfspark.flavor.peft import peft_source
 
     source = peft_source(model, base_model=base_model, merge_adapter=merge_adapter, task=task)
-    source = source or make_source(model, allow_pickle=allow_pickle, torch_dtype=torch_dtype,
-                                   storage_options=storage_options)
+    source = source or make_source(
+        model, allow_pickle=allow_pickle, torch_dtype=torch_dtype, storage_options=storage_options
+    )
     requested = task or source.task_hint
-    canonical = canonical_task(requested) if requested else infer_task(source.config,
-                                                                      source.components)
+    canonical = (
+        canonical_task(requested) if requested else infer_task(source.config, source.components)
+    )
     source.task_hint = canonical
     check_architecture(canonical, source.config, f"{source.source_name or 'model'} config")
     check_components(canonical, source.components, source.source_name or "model")
     check_prompt_template(prompt_template, canonical)
     options = check_inference_config(
-        canonical, translation_defaults(canonical, task, inference_config or {}))
+        canonical, translation_defaults(canonical, task, inference_config or {})
+    )
     dtype = md.mlflow_dtype(torch_dtype or source.dtype)
 
     if remote:
@@ -167,8 +173,18 @@ def save_model(
     stage.mkdir()
     try:
         (stage / INCOMPLETE_MARKER).write_text("hfspark save in progress\n")
-        _write(stage, source, canonical, mlflow_task_name(canonical, task), options, dtype,
-               model_card, example, user_meta, prompt_template)
+        _write(
+            stage,
+            source,
+            canonical,
+            mlflow_task_name(canonical, task),
+            options,
+            dtype,
+            model_card,
+            example,
+            user_meta,
+            prompt_template,
+        )
         (stage / INCOMPLETE_MARKER).unlink()
         if remote:
             _publish_remote(stage, target, exists, storage_options)
@@ -187,10 +203,15 @@ def _exists(dest: Path | None) -> bool:
 def _check_replaceable(dest: Path) -> None:
     """Refuse to delete a non-empty folder that is not a model (a typo must not wipe data)."""
     if dest.is_dir() and not dest.is_symlink() and any(dest.iterdir()):
-        if not ((dest / MLMODEL_FILE).exists() or (dest / CONFIG_FILE).exists()
-                or (dest / INCOMPLETE_MARKER).exists()):
-            raise ConfigError(f"{dest} is a folder that does not hold a model; hfspark will not "
-                              "delete it even with overwrite=True. Choose another path.")
+        if not (
+            (dest / MLMODEL_FILE).exists()
+            or (dest / CONFIG_FILE).exists()
+            or (dest / INCOMPLETE_MARKER).exists()
+        ):
+            raise ConfigError(
+                f"{dest} is a folder that does not hold a model; hfspark will not "
+                "delete it even with overwrite=True. Choose another path."
+            )
 
 
 def _card_text(model_card: Any, source: Source, task: str) -> str:
@@ -204,16 +225,26 @@ def _card_text(model_card: Any, source: Source, task: str) -> str:
     return str(text if text is not None else model_card)
 
 
-def _write(stage: Path, source: Source, task: str, mlflow_task: str, options: dict,
-           dtype: str | None, model_card: Any, example: Any, user_meta: dict,
-           prompt_template: str | None) -> None:
+def _write(
+    stage: Path,
+    source: Source,
+    task: str,
+    mlflow_task: str,
+    options: dict,
+    dtype: str | None,
+    model_card: Any,
+    example: Any,
+    user_meta: dict,
+    prompt_template: str | None,
+) -> None:
     """Write weights, components, files and MLmodel (last) into the staging folder."""
     from hfspark.flavor.peft import PeftSource, peft_version, write_peft
 
     peft_section: dict | None = getattr(source, "peft_info", None)
     if isinstance(source, PeftSource):  # adapter in peft/, base weights referenced
-        classes, peft_flavor, peft_section, digest = write_peft(stage, source, task, mlflow_task,
-                                                                options, dtype)
+        classes, peft_flavor, peft_section, digest = write_peft(
+            stage, source, task, mlflow_task, options, dtype
+        )
         model_dir = source.base.model_dir  # type: ignore[attr-defined]
         weight_files = peft_section.pop("adapter_files")
     else:
@@ -242,17 +273,31 @@ def _write(stage: Path, source: Source, task: str, mlflow_task: str, options: di
     instance_type = source.instance_type or _pipeline_class(mlflow_task, task)
     pyfunc = None
     if _has_pipeline(mlflow_task) and "processor" not in classes:
-        model_config = {"return_full_text": False} if (
-            prompt_template is not None and task == "text-generation") else None
+        model_config = (
+            {"return_full_text": False}
+            if (prompt_template is not None and task == "text-generation")
+            else None
+        )
         pyfunc = md.build_pyfunc_flavor(python_version, model_config)
     flavor = md.build_transformers_flavor(
-            task=mlflow_task, instance_type=instance_type, model_type=source.model_type,
-            source_model_name=source.source_name, components=classes, torch_dtype=dtype,
-            transformers_version=versions.get("transformers"))
+        task=mlflow_task,
+        instance_type=instance_type,
+        model_type=source.model_type,
+        source_model_name=source.source_name,
+        components=classes,
+        torch_dtype=dtype,
+        transformers_version=versions.get("transformers"),
+    )
     section = md.build_hfspark_section(
-        task=task, inference_config=options, schema=task_schema(task, options),
-        content_hash=digest, weight_files=weight_files, components=sorted(classes),
-        version_info=versions, input_example=INPUT_EXAMPLE_FILE if example is not None else None)
+        task=task,
+        inference_config=options,
+        schema=task_schema(task, options),
+        content_hash=digest,
+        weight_files=weight_files,
+        components=sorted(classes),
+        version_info=versions,
+        input_example=INPUT_EXAMPLE_FILE if example is not None else None,
+    )
     if peft_section is not None:
         section["peft"] = peft_section
     if getattr(source, "is_peft", False):
@@ -297,8 +342,9 @@ def _publish_local(stage: Path, dest: Path, overwrite: bool) -> None:
             return
         except OSError:
             if not overwrite:
-                raise ConfigError(f"{dest} appeared while saving; pass overwrite=True to "
-                                  "replace it.") from None
+                raise ConfigError(
+                    f"{dest} appeared while saving; pass overwrite=True to replace it."
+                ) from None
     if not overwrite:
         raise ConfigError(f"{dest} already exists: pass overwrite=True to replace it.")
     old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:12]}"
@@ -310,8 +356,9 @@ def _publish_local(stage: Path, dest: Path, overwrite: bool) -> None:
         old.unlink(missing_ok=True)
 
 
-def _publish_remote(stage: Path, uri: str, exists: bool,
-                    storage_options: Mapping[str, Any] | None) -> None:
+def _publish_remote(
+    stage: Path, uri: str, exists: bool, storage_options: Mapping[str, Any] | None
+) -> None:
     """Upload the staging folder, then keep it as this machine's cache copy of ``uri``."""
     if exists:
         remove_remote(uri, storage_options=storage_options)

@@ -117,7 +117,9 @@ class FolderSource(Source):
         self.source_name = str(folder)
         self.dtype = normalize_dtype(self.config.get("dtype") or self.config.get("torch_dtype"))
         readme = folder / "README.md"
-        self.readme = readme.read_text(encoding="utf-8", errors="replace") if readme.is_file() else None
+        self.readme = (
+            readme.read_text(encoding="utf-8", errors="replace") if readme.is_file() else None
+        )
         self.convert = False
         if safetensors_files(folder):
             check_weights(folder)  # fail fast on a truncated source
@@ -156,34 +158,49 @@ class FolderSource(Source):
         from hfspark.flavor.taskinfo import TASK_AUTO_MODEL
 
         pickles = pickle_files(self.folder)
-        _log.warning("converting pickle weights %s to safetensors (allow_pickle=True)",
-                     [p.name for p in pickles])
+        _log.warning(
+            "converting pickle weights %s to safetensors (allow_pickle=True)",
+            [p.name for p in pickles],
+        )
         cls = model_class(TASK_AUTO_MODEL.get(self.task_hint or "", "AutoModel"), self.config, True)
         try:
             model = cls.from_pretrained(
                 str(self.folder), use_safetensors=False, trust_remote_code=False
             )
         except (OSError, ValueError, RuntimeError) as e:
-            raise ModelValidationError(f"Cannot convert the pickle weights of {self.folder}: {e}") from e
+            raise ModelValidationError(
+                f"Cannot convert the pickle weights of {self.folder}: {e}"
+            ) from e
         model.save_pretrained(str(model_dir))
 
 
 class MemorySource(Source):
     """A model in memory with its processors (from a pipeline or a dict)."""
 
-    def __init__(self, model: Any, parts: Mapping[str, Any], *, instance_type: str | None,
-                 task_hint: str | None, dtype: Any = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        parts: Mapping[str, Any],
+        *,
+        instance_type: str | None,
+        task_hint: str | None,
+        dtype: Any = None,
+    ) -> None:
         if not hasattr(model, "save_pretrained") or not hasattr(model, "config"):
             raise ConfigError(
                 f"The model must be a transformers PreTrainedModel, got {type(model).__name__}."
             )
         if type(model).__name__.startswith("Peft"):
-            raise ConfigError("PEFT models are not supported: merge the adapter first "
-                              "(model.merge_and_unload()) and save the merged model.")
+            raise ConfigError(
+                "PEFT models are not supported: merge the adapter first "
+                "(model.merge_and_unload()) and save the merged model."
+            )
         device_map = getattr(model, "hf_device_map", None)
         if isinstance(device_map, dict) and len(set(device_map.values())) > 1:
-            raise ConfigError("The model is spread over several devices (device_map); load it "
-                              "on one device before saving so that all weights are written.")
+            raise ConfigError(
+                "The model is spread over several devices (device_map); load it "
+                "on one device before saving so that all weights are written."
+            )
         self.model = model
         self.parts = {k: v for k, v in parts.items() if v is not None}
         self.config = model.config.to_dict()
@@ -199,8 +216,10 @@ class MemorySource(Source):
         self.model.save_pretrained(str(model_dir))
         check_no_remote_code([model_dir], stage)
         if not safetensors_files(model_dir):
-            raise UnsafeModelError("save_pretrained wrote no safetensors file; hfspark stores "
-                                   "safetensors only. Upgrade transformers.")
+            raise UnsafeModelError(
+                "save_pretrained wrote no safetensors file; hfspark stores "
+                "safetensors only. Upgrade transformers."
+            )
         for stray in pickle_files(model_dir):
             stray.unlink()
         classes = {}
@@ -210,8 +229,13 @@ class MemorySource(Source):
         return classes
 
 
-def make_source(model: Any, *, allow_pickle: bool, torch_dtype: Any = None,
-                storage_options: Mapping[str, Any] | None = None) -> Source:
+def make_source(
+    model: Any,
+    *,
+    allow_pickle: bool,
+    torch_dtype: Any = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Source:
     """Wrap what the user passed to ``save_model``.
 
     Raises:
@@ -220,27 +244,43 @@ def make_source(model: Any, *, allow_pickle: bool, torch_dtype: Any = None,
     if isinstance(model, (str, Path)):
         from hfspark.flavor.store import is_remote, resolve_local
 
-        folder = (resolve_local(model, storage_options=storage_options) if is_remote(model)
-                  else Path(model).expanduser().absolute())
+        folder = (
+            resolve_local(model, storage_options=storage_options)
+            if is_remote(model)
+            else Path(model).expanduser().absolute()
+        )
         if not folder.is_dir():
             raise ConfigError(f"{model} is not a folder with a transformers model (config.json).")
         return FolderSource(folder, allow_pickle=allow_pickle)
     if isinstance(model, Mapping):
         unknown = [k for k in model if k not in _DICT_KEYS]
         if unknown:
-            raise ConfigError(f"Unknown key(s) {unknown} in the model dict; valid keys: "
-                              f"{', '.join(_DICT_KEYS)}.")
+            raise ConfigError(
+                f"Unknown key(s) {unknown} in the model dict; valid keys: {', '.join(_DICT_KEYS)}."
+            )
         if "model" not in model:
             raise ConfigError("The model dict needs a 'model' entry (a PreTrainedModel).")
         parts = {k: model[k] for k in COMPONENT_NAMES if k in model}
-        return MemorySource(model["model"], parts, instance_type=None, task_hint=None,
-                            dtype=torch_dtype or model.get("torch_dtype"))
+        return MemorySource(
+            model["model"],
+            parts,
+            instance_type=None,
+            task_hint=None,
+            dtype=torch_dtype or model.get("torch_dtype"),
+        )
     transformers = importlib.import_module("transformers")
     if isinstance(model, transformers.Pipeline):
-        parts = {n: getattr(model, n, None) for n in ("tokenizer", "feature_extractor",
-                                                      "image_processor")}
-        return MemorySource(model.model, parts, instance_type=type(model).__name__,
-                            task_hint=getattr(model, "task", None), dtype=torch_dtype)
+        parts = {
+            n: getattr(model, n, None)
+            for n in ("tokenizer", "feature_extractor", "image_processor")
+        }
+        return MemorySource(
+            model.model,
+            parts,
+            instance_type=type(model).__name__,
+            task_hint=getattr(model, "task", None),
+            dtype=torch_dtype,
+        )
     raise ConfigError(
         "save_model takes a transformers Pipeline, a dict of components ({'model': ..., "
         f"'tokenizer': ...}}) or a local model folder; got {type(model).__name__}."

@@ -131,8 +131,9 @@ def with_retries(fn: Callable[[], T], uri: str, what: str, *, attempts: int | No
             raise
         except Exception as e:
             if _not_found(e):
-                raise ModelNotFoundError(f"Cannot {what} {uri}: not found ({e}). "
-                                      "Check the URI.") from e
+                raise ModelNotFoundError(
+                    f"Cannot {what} {uri}: not found ({e}). Check the URI."
+                ) from e
             if isinstance(e, _PERMANENT):
                 raise ModelStoreError(f"Cannot {what} {uri}: {type(e).__name__}: {e}") from e
             if i + 1 >= attempts:  # network, throttling, timeouts: retried until here
@@ -141,8 +142,9 @@ def with_retries(fn: Callable[[], T], uri: str, what: str, *, attempts: int | No
                     "Check that the store is reachable and the credentials are valid."
                 ) from e
             delay = min(base * 2**i, 10.0) * random.uniform(0.75, 1.25)
-            _log.warning("%s %s failed (%s); retry %d/%d in %.1fs", what, uri, e, i + 1,
-                         attempts - 1, delay)
+            _log.warning(
+                "%s %s failed (%s); retry %d/%d in %.1fs", what, uri, e, i + 1, attempts - 1, delay
+            )
             time.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -150,14 +152,17 @@ def with_retries(fn: Callable[[], T], uri: str, what: str, *, attempts: int | No
 def _not_found(e: BaseException) -> bool:
     """A missing file, or MLflow's RESOURCE_DOES_NOT_EXIST (a missing run or model)."""
     return isinstance(e, FileNotFoundError) or getattr(e, "error_code", None) == (
-        "RESOURCE_DOES_NOT_EXIST")
+        "RESOURCE_DOES_NOT_EXIST"
+    )
 
 
 def _filesystem(uri: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
     try:
         import fsspec
     except ImportError as e:  # pragma: no cover - fsspec is a dependency
-        raise MissingDependencyError("Reading remote models needs fsspec: pip install fsspec") from e
+        raise MissingDependencyError(
+            "Reading remote models needs fsspec: pip install fsspec"
+        ) from e
     try:
         return fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
     except ImportError as e:
@@ -194,7 +199,7 @@ def _download_fsspec(uri: str, dest: Path, storage_options: Mapping[str, Any] | 
         raise ModelStoreError(f"Cannot read {uri}: the folder is empty.")
     plan: dict[str, tuple[Path, int]] = {}
     for remote, size in files.items():
-        rel = remote[len(root):].lstrip("/")
+        rel = remote[len(root) :].lstrip("/")
         target = (dest / rel).resolve()
         if not rel or not target.is_relative_to(dest.resolve()):
             raise ModelStoreError(f"Cannot read {uri}: unsafe file name {remote!r} in the store.")
@@ -277,7 +282,8 @@ def _download_mlflow(uri: str, dest: Path) -> None:
     staging.mkdir(parents=True, exist_ok=True)
     got = with_retries(
         lambda: mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(staging)),
-        uri, "download",
+        uri,
+        "download",
     )
     os.rename(got, dest)
     shutil.rmtree(staging, ignore_errors=True)
@@ -351,9 +357,7 @@ def resolve_local(
     return final
 
 
-def upload_dir(
-    local: Path, uri: str, *, storage_options: Mapping[str, Any] | None = None
-) -> None:
+def upload_dir(local: Path, uri: str, *, storage_options: Mapping[str, Any] | None = None) -> None:
     """Upload a saved model folder to a remote URI, ``MLmodel`` last (with retries).
 
     A reader never sees a remote folder with ``MLmodel`` before all the files it names are
@@ -368,8 +372,11 @@ def upload_dir(
     def put(batch: list[Path]) -> Callable[[], None]:
         def run() -> None:
             if batch:
-                fs.put([str(p) for p in batch],
-                       [f"{root}/{p.relative_to(local).as_posix()}" for p in batch])
+                fs.put(
+                    [str(p) for p in batch],
+                    [f"{root}/{p.relative_to(local).as_posix()}" for p in batch],
+                )
+
         return run
 
     with_retries(put(first), uri, "upload to")

@@ -217,7 +217,9 @@ def check_components(task: str, present: Iterable[str], where: str) -> None:
         return
     for name in required_components(task):
         alt = {"feature_extractor": "image_processor", "image_processor": "feature_extractor"}
-        if name in have or (name in alt and alt[name] in have and task != "automatic-speech-recognition"):
+        if name in have or (
+            name in alt and alt[name] in have and task != "automatic-speech-recognition"
+        ):
             continue
         raise ModelValidationError(
             f"{where}: task {task!r} needs a {name} and the model has none. Save it with the "

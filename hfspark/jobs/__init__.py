@@ -12,5 +12,13 @@ from hfspark.jobs.report import RunReport
 from hfspark.jobs.runner import JobFailed, job_session, run_job
 from hfspark.jobs.validate import validate_job
 
-__all__ = ["JobConfig", "JobFailed", "RunReport", "job_session", "load_config", "parse_config",
-           "run_job", "validate_job"]
+__all__ = [
+    "JobConfig",
+    "JobFailed",
+    "RunReport",
+    "job_session",
+    "load_config",
+    "parse_config",
+    "run_job",
+    "validate_job",
+]

@@ -145,8 +145,10 @@ class OutputSection(_Section):
     def _where(self) -> OutputSection:
         if self.format == "table":
             if not self.table:
-                raise ValueError("format 'table' writes a catalog table: set 'table' "
-                                 "(and 'path' for an external table's location)")
+                raise ValueError(
+                    "format 'table' writes a catalog table: set 'table' "
+                    "(and 'path' for an external table's location)"
+                )
         elif not self.path or self.table:
             raise ValueError(f"format {self.format!r} writes files: set 'path', not 'table'")
         return self
@@ -231,13 +233,17 @@ class JobConfig(_Section):
                 raise ValueError(f"models: step {label}s must be unique, repeated: {dup}")
         if self.run.resume:
             if not self.input.id_column:
-                raise ValueError("run.resume needs input.id_column (the ids already written are skipped)")
+                raise ValueError(
+                    "run.resume needs input.id_column (the ids already written are skipped)"
+                )
             if self.output.mode != "append":
                 raise ValueError(f"run.resume needs output.mode 'append', not {self.output.mode!r}")
         budget = self.run.max_errors is not None or self.run.max_error_rate is not None
         if budget and not any(s.options.errors == "column" for s in self.models):
-            raise ValueError("run.max_errors / max_error_rate count rows with errors: set "
-                             "options.errors: column on a model step (errors: raise stops at the first)")
+            raise ValueError(
+                "run.max_errors / max_error_rate count rows with errors: set "
+                "options.errors: column on a model step (errors: raise stops at the first)"
+            )
         return self
 
     def step(self, name: str) -> ModelStep:

@@ -48,8 +48,12 @@ class StopOnSignal:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
@@ -66,12 +70,16 @@ class StopOnSignal:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None:  # a second signal: stop waiting for a clean stop
-            signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler)
+            signal.signal(
+                signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler
+            )
             signal.raise_signal(signum)
             return
         self.signum = signum
-        log.warning("hfspark: %s received: cancelling the Spark jobs (send it again to force)",
-                    signal.Signals(signum).name)
+        log.warning(
+            "hfspark: %s received: cancelling the Spark jobs (send it again to force)",
+            signal.Signals(signum).name,
+        )
         threading.Thread(target=self._cancel, name="hfspark-cancel", daemon=True).start()
 
     def _cancel(self) -> None:

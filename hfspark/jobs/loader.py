@@ -102,7 +102,9 @@ def parse_yaml(text: str, source: str, env: Mapping[str, str] | None = None) -> 
                 out: dict[Any, Any] = {}
                 for key_node, value_node in n.value:
                     key = loader.construct_object(key_node, deep=True)
-                    kmark = Mark(source, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                    kmark = Mark(
+                        source, key_node.start_mark.line + 1, key_node.start_mark.column + 1
+                    )
                     if key in out:
                         raise ConfigError(
                             f"{kmark}: duplicate key {key!r} (first at line {marks[(*path, key)].line})"
@@ -211,7 +213,9 @@ def parse_config(
     """
     data, marks = parse_yaml(text, source, env)
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a job configuration is a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: a job configuration is a mapping of sections, got {type(data).__name__}"
+        )
     for override in overrides:
         apply_override(data, override, marks)
     try:
@@ -245,7 +249,9 @@ def _config_error(exc: ValidationError, data: Any, marks: Marks, source: str) ->
         mark = _nearest_mark(marks, path) or Mark(source)
         secret = any(is_secret_key(part) for part in path if isinstance(part, str))
         message = _message(path, errs, secret)
-        lines.append(f"{_mask_mark(str(mark), secret)}: {_dotted(path) or '(top level)'}: {message}")
+        lines.append(
+            f"{_mask_mark(str(mark), secret)}: {_dotted(path) or '(top level)'}: {message}"
+        )
     return ConfigError("Invalid job configuration:\n  " + "\n  ".join(lines))
 
 

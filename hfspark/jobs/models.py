@@ -26,8 +26,17 @@ if TYPE_CHECKING:
     from hfspark.flavor.info import ModelInfo
     from hfspark.udfs.factory import ModelUDF
 
-__all__ = ["PYPI_SCHEME", "Step", "models_dir", "resolve_uri", "build_steps", "apply_steps",
-           "error_condition", "error_columns", "token_columns"]
+__all__ = [
+    "PYPI_SCHEME",
+    "Step",
+    "models_dir",
+    "resolve_uri",
+    "build_steps",
+    "apply_steps",
+    "error_condition",
+    "error_columns",
+    "token_columns",
+]
 
 
 @dataclass
@@ -80,7 +89,9 @@ def _input_exprs(step: ModelStep, by_name: bool = False) -> list[tuple[str, Colu
 
     inputs = step.inputs
     if by_name and isinstance(inputs, (str, list)):
-        inputs = {c.rsplit(".", 1)[-1]: c for c in ([inputs] if isinstance(inputs, str) else inputs)}
+        inputs = {
+            c.rsplit(".", 1)[-1]: c for c in ([inputs] if isinstance(inputs, str) else inputs)
+        }
     if isinstance(inputs, str):
         return [(inputs, F.col(inputs))]
     if isinstance(inputs, list):
@@ -90,8 +101,11 @@ def _input_exprs(step: ModelStep, by_name: bool = False) -> list[tuple[str, Colu
 
 
 def _check_refs(df: DataFrame, step: ModelStep, index: int) -> None:
-    refs = [step.inputs] if isinstance(step.inputs, str) else list(
-        step.inputs if isinstance(step.inputs, list) else step.inputs.values())
+    refs = (
+        [step.inputs]
+        if isinstance(step.inputs, str)
+        else list(step.inputs if isinstance(step.inputs, list) else step.inputs.values())
+    )
     for ref in refs:
         try:
             df.select(ref).schema  # noqa: B018 - resolves nested refs like summary.generated_text
@@ -134,7 +148,8 @@ def apply_steps(df: DataFrame, steps: list[Step], check: bool = True) -> DataFra
                 step.udf.check_input(df, *names)
             except InputSchemaError as e:
                 raise InputSchemaError(
-                    f"models[{index}] ({cfg.name}): inputs {cfg.inputs!r}: {e}") from e
+                    f"models[{index}] ({cfg.name}): inputs {cfg.inputs!r}: {e}"
+                ) from e
         label = f"models[{index}] ({cfg.name}) on {cfg.inputs!r}"
         df = df.withColumn(cfg.output_column, step.udf(*names, label=label)).drop(*names)
     return df
@@ -153,8 +168,11 @@ def token_columns(steps: list[Step]) -> list[str]:
     for s in steps:
         rtype = s.udf.returnType
         if isinstance(rtype, StructType):
-            out += [f"{s.config.output_column}.{f}" for f in ("prompt_tokens", "completion_tokens")
-                    if f in rtype.fieldNames()]
+            out += [
+                f"{s.config.output_column}.{f}"
+                for f in ("prompt_tokens", "completion_tokens")
+                if f in rtype.fieldNames()
+            ]
     return out
 
 

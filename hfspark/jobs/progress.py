@@ -58,8 +58,14 @@ class Progress:
         if mode == "bar":
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, initial=initial, unit="rows", dynamic_ncols=True,
-                             file=sys.stderr, desc="inference")
+            self._bar = tqdm(
+                total=total,
+                initial=initial,
+                unit="rows",
+                dynamic_ncols=True,
+                file=sys.stderr,
+                desc="inference",
+            )
             self._bar.set_postfix(errors=0)
         self._thread: threading.Thread | None = None
         if mode != "off" and live is not None:
@@ -97,8 +103,10 @@ class Progress:
         left = self.total - done
         eta = f"{left / rate:.0f}s" if rate > 0 else "?"
         pct = 100.0 * done / self.total if self.total else 100.0
-        return (f"progress: {done}/{self.total} rows ({pct:.1f}%), {rate:.1f} rows/s, "
-                f"ETA {eta}, errors {self.errors}")
+        return (
+            f"progress: {done}/{self.total} rows ({pct:.1f}%), {rate:.1f} rows/s, "
+            f"ETA {eta}, errors {self.errors}"
+        )
 
     def _log(self, done: int, force: bool = False) -> None:
         now = time.monotonic()

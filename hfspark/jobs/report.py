@@ -17,8 +17,17 @@ from typing import Any
 
 __all__ = ["ChunkStat", "RunReport", "versions"]
 
-_PACKAGES = ("hfspark", "pyspark", "delta-spark", "transformers", "torch", "tokenizers",
-             "pyarrow", "pandas", "pydantic")
+_PACKAGES = (
+    "hfspark",
+    "pyspark",
+    "delta-spark",
+    "transformers",
+    "torch",
+    "tokenizers",
+    "pyarrow",
+    "pandas",
+    "pydantic",
+)
 
 
 @dataclass
@@ -54,10 +63,20 @@ class RunReport:
     fingerprint: str = ""
     txn_app_id: str = ""
     resume: bool = False
-    rows: dict[str, int] = field(default_factory=lambda: {
-        "input": 0, "already_done": 0, "pending": 0, "processed": 0, "written": 0, "errors": 0})
+    rows: dict[str, int] = field(
+        default_factory=lambda: {
+            "input": 0,
+            "already_done": 0,
+            "pending": 0,
+            "processed": 0,
+            "written": 0,
+            "errors": 0,
+        }
+    )
     error_samples: list[dict[str, Any]] = field(default_factory=list)
-    timings_s: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "infer": 0.0, "write": 0.0})
+    timings_s: dict[str, float] = field(
+        default_factory=lambda: {"read": 0.0, "infer": 0.0, "write": 0.0}
+    )
     rows_per_s: float = 0.0
     tokens_per_s: float | None = None
     #: per model step: generative (prompt/completion tokens, finish reasons, schema failures,
@@ -104,21 +123,33 @@ class RunReport:
                     f"- {name}: {u['prompt_tokens']} prompt + {u['completion_tokens']} completion "
                     f"tokens ({u.get('tokens_per_s') or 0:.0f} completion tokens/s), finish "
                     + ", ".join(f"{k} {v}" for k, v in u["finish_reasons"].items())
-                    + (f", {u['schema_failures']} rows failing the schema"
-                       if "schema_failures" in u else ""))
+                    + (
+                        f", {u['schema_failures']} rows failing the schema"
+                        if "schema_failures" in u
+                        else ""
+                    )
+                )
             else:
-                lines.append(f"- {name}: {u.get('input_tokens', 0)} input tokens "
-                             f"({u.get('tokens_per_s') or 0:.0f}/s)")
+                lines.append(
+                    f"- {name}: {u.get('input_tokens', 0)} input tokens "
+                    f"({u.get('tokens_per_s') or 0:.0f}/s)"
+                )
         if self.tracking:
-            lines.append(f"- MLflow run: {self.tracking.get('mlflow_run_id')}"
-                         + (f" ({self.tracking['url']})" if self.tracking.get("url") else ""))
+            lines.append(
+                f"- MLflow run: {self.tracking.get('mlflow_run_id')}"
+                + (f" ({self.tracking['url']})" if self.tracking.get("url") else "")
+            )
         if self.verification is not None:
-            lines.append(f"- check: {self.verification['missing']} input ids missing, "
-                         f"{self.verification['duplicates']} written twice")
+            lines.append(
+                f"- check: {self.verification['missing']} input ids missing, "
+                f"{self.verification['duplicates']} written twice"
+            )
         if self.models:
             lines += ["", "| step | task | model | hash |", "|---|---|---|---|"]
-            lines += [f"| {m['name']} | {m['task']} | `{m['uri']}` | {m['content_hash'][:12]} |"
-                      for m in self.models]
+            lines += [
+                f"| {m['name']} | {m['task']} | `{m['uri']}` | {m['content_hash'][:12]} |"
+                for m in self.models
+            ]
         if self.error_samples:
             lines += ["", "First row errors:", ""]
             lines += [f"- {e}" for e in self.error_samples]
@@ -164,7 +195,8 @@ class RunReport:
             self.paths["chart"] = str(chart)
         (out / "report.md").write_text(self.markdown(), encoding="utf-8")
         (out / "report.json").write_text(
-            json.dumps(self.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
+            json.dumps(self.to_dict(), indent=2, default=str) + "\n", encoding="utf-8"
+        )
         return self.paths
 
 

@@ -26,8 +26,15 @@ from hfspark.jobs.config import JobConfig
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
-__all__ = ["CHUNK_COLUMN", "InputStats", "Plan", "input_stats", "job_fingerprint",
-           "plan_chunks", "verify_output"]
+__all__ = [
+    "CHUNK_COLUMN",
+    "InputStats",
+    "Plan",
+    "input_stats",
+    "job_fingerprint",
+    "plan_chunks",
+    "verify_output",
+]
 
 CHUNK_COLUMN = "__hfspark_chunk"
 
@@ -70,13 +77,16 @@ def input_stats(df: DataFrame, id_column: str | None) -> InputStats:
 
     if not id_column:
         return InputStats(rows=df.count())
-    row = df.agg(F.count(F.lit(1)).alias("rows"), F.count(F.col(id_column)).alias("ids"),
-                 F.countDistinct(F.col(id_column)).alias("distinct")).collect()[0]
+    row = df.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.count(F.col(id_column)).alias("ids"),
+        F.countDistinct(F.col(id_column)).alias("distinct"),
+    ).collect()[0]
     rows, ids, distinct = int(row["rows"]), int(row["ids"]), int(row["distinct"])
     if ids < rows:
         raise InputSchemaError(
             f"input.id_column {id_column!r} is null in {rows - ids} of {rows} rows; drop them "
-            f"(input.filter: \"{id_column} IS NOT NULL\") or pick another id column"
+            f'(input.filter: "{id_column} IS NOT NULL") or pick another id column'
         )
     if distinct < rows:
         raise InputSchemaError(
@@ -86,7 +96,9 @@ def input_stats(df: DataFrame, id_column: str | None) -> InputStats:
     return InputStats(rows=rows, distinct_ids=distinct)
 
 
-def job_fingerprint(job: JobConfig, model_hashes: list[str], stats: InputStats, n_chunks: int) -> str:
+def job_fingerprint(
+    job: JobConfig, model_hashes: list[str], stats: InputStats, n_chunks: int
+) -> str:
     """A stable id of what a job computes (input, models, output, chunking): the Delta txnAppId.
 
     Settings that do not change results (batch size, device, dtype, progress) are left out,
@@ -95,13 +107,25 @@ def job_fingerprint(job: JobConfig, model_hashes: list[str], stats: InputStats, 
     steps = []
     for step, content_hash in zip(job.models, model_hashes, strict=True):
         opts = step.options
-        steps.append({"name": step.name, "uri": step.uri, "task": step.task, "hash": content_hash,
-                      "inputs": step.inputs, "output": step.output_column, "errors": opts.errors,
-                      "max_length": opts.max_length, "params": opts.params})
+        steps.append(
+            {
+                "name": step.name,
+                "uri": step.uri,
+                "task": step.task,
+                "hash": content_hash,
+                "inputs": step.inputs,
+                "output": step.output_column,
+                "errors": opts.errors,
+                "max_length": opts.max_length,
+                "params": opts.params,
+            }
+        )
     payload: dict[str, Any] = {
         "input": job.input.model_dump(mode="json"),
         "models": steps,
-        "output": job.output.model_dump(mode="json", include={"format", "path", "table", "columns"}),
+        "output": job.output.model_dump(
+            mode="json", include={"format", "path", "table", "columns"}
+        ),
         "rows": stats.rows,
         "chunks": n_chunks,
     }
@@ -148,7 +172,9 @@ def plan_chunks(
     return Plan(pending=pending, n_chunks=n_chunks, counts=dict(sorted(counts.items())))
 
 
-def verify_output(input_df: DataFrame, output_df: DataFrame | None, id_column: str) -> dict[str, int]:
+def verify_output(
+    input_df: DataFrame, output_df: DataFrame | None, id_column: str
+) -> dict[str, int]:
     """Input ids missing from the output, and ids written more than once."""
     from pyspark.sql import functions as F
 

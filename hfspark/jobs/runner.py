@@ -106,14 +106,17 @@ def one_line(exc: BaseException, redactor: Redactor | None = None) -> str:
             picked = python.removeprefix("hfspark.errors.")
         else:  # a JVM error (Py4J): its innermost cause, else the exception under "calling oN.x"
             java = [ln for ln in lines if ln.startswith("Caused by: ")] or [
-                ln.removeprefix(": ") for ln in lines[1:2] if ln.startswith(": ")]
+                ln.removeprefix(": ") for ln in lines[1:2] if ln.startswith(": ")
+            ]
             if java:
                 picked = java[-1]
             if not picked.startswith(type(exc).__name__):
                 picked = f"{type(exc).__name__}: {picked}"
         if "No module named 'hfspark'" in picked:
-            picked += (" (the Spark workers' Python cannot import hfspark: set spark.pyspark.python"
-                       " / PYSPARK_PYTHON to a Python that has it, or ship it with --py-files)")
+            picked += (
+                " (the Spark workers' Python cannot import hfspark: set spark.pyspark.python"
+                " / PYSPARK_PYTHON to a Python that has it, or ship it with --py-files)"
+            )
     picked = redactor.text(picked) if redactor else picked
     return picked if len(picked) <= 400 else picked[:397] + "..."
 
@@ -121,10 +124,14 @@ def one_line(exc: BaseException, redactor: Redactor | None = None) -> str:
 def _python_error(text: str) -> str | None:
     """The error line of the last Python traceback in ``text`` (None: there is none)."""
     lines = text.splitlines()
-    starts = [i for i, ln in enumerate(lines) if ln.rstrip().endswith("Traceback (most recent call last):")]
+    starts = [
+        i
+        for i, ln in enumerate(lines)
+        if ln.rstrip().endswith("Traceback (most recent call last):")
+    ]
     if not starts:
         return None
-    for ln in lines[starts[-1] + 1:]:
+    for ln in lines[starts[-1] + 1 :]:
         if ln.strip() and not ln[:1].isspace():
             return ln.strip()
     return None
@@ -152,8 +159,9 @@ def model_load_counts(spark: SparkSession) -> dict[str, int]:
 
         for _ in frames:
             pass
-        yield pd.DataFrame({"worker": [f"{socket.gethostname()}:{os.getpid()}"],
-                            "loads": [load_count()]})
+        yield pd.DataFrame(
+            {"worker": [f"{socket.gethostname()}:{os.getpid()}"], "loads": [load_count()]}
+        )
 
     rows = spark.range(0, n, 1, n).mapInPandas(probe, "worker string, loads int").collect()
     return dict(sorted((r["worker"], int(r["loads"])) for r in rows))
@@ -201,8 +209,12 @@ def run_job(
     """
     dumped = job.model_dump(mode="json")
     redactor = Redactor.from_sources(dumped)
-    report = RunReport(run_id=new_run_id(), job=source, conf=redactor.data(dumped),
-                       started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    report = RunReport(
+        run_id=new_run_id(),
+        job=source,
+        conf=redactor.data(dumped),
+        started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
     state = _Run(job=job, spark=spark, report=report, redactor=redactor)
     tracker = JobTracker.start(job, report, redactor)  # run.mlflow: the job as an MLflow run
     progress: Progress | None = None
@@ -213,10 +225,21 @@ def run_job(
         report.spark = _spark_info(state.spark)
         plan, stats = _prepare(state)
         report.rows.update(input=stats.rows, already_done=stats.rows - plan.rows, pending=plan.rows)
-        log.info("run %s: %d input rows, %d already written, %d to process in %d chunk(s)",
-                 report.run_id, stats.rows, stats.rows - plan.rows, plan.rows, len(plan.counts))
-        progress = Progress(stats.rows, stats.rows - plan.rows, job.run.progress, job.run.log_every_s,
-                            live=spark_task_fraction(state.spark, lambda: state.group))
+        log.info(
+            "run %s: %d input rows, %d already written, %d to process in %d chunk(s)",
+            report.run_id,
+            stats.rows,
+            stats.rows - plan.rows,
+            plan.rows,
+            len(plan.counts),
+        )
+        progress = Progress(
+            stats.rows,
+            stats.rows - plan.rows,
+            job.run.progress,
+            job.run.log_every_s,
+            live=spark_task_fraction(state.spark, lambda: state.group),
+        )
         _process(state, plan, progress, report.txn_app_id)
         _finish(state, plan, progress)
         report.status = "succeeded"
@@ -248,12 +271,21 @@ def _interrupted(state: _Run, exc: JobInterrupted) -> None:
     """Mark the run interrupted by a signal, with what it got done and how to go on."""
     report, job = state.report, state.job
     rows = report.rows
-    then = ("rerun the same command to resume" if state.resume
-            else "rerun the same command to start again (set input.id_column to resume instead)")
+    then = (
+        "rerun the same command to resume"
+        if state.resume
+        else "rerun the same command to start again (set input.id_column to resume instead)"
+    )
     report.status = "interrupted"
-    report.reason = (f"interrupted after {rows['written']} rows"
-                     + (f" ({rows['already_done'] + rows['written']} of {rows['input']} in the "
-                        f"output)" if job.input.id_column else "") + f"; {then}")
+    report.reason = (
+        f"interrupted after {rows['written']} rows"
+        + (
+            f" ({rows['already_done'] + rows['written']} of {rows['input']} in the output)"
+            if job.input.id_column
+            else ""
+        )
+        + f"; {then}"
+    )
     report.exit_code = exit_code(exc)
 
 
@@ -264,7 +296,9 @@ def _spark_info(spark: Any) -> dict[str, Any]:
     info: dict[str, Any] = {"version": spark.version, "hfspark_from": str(here)}
     try:
         sc = spark.sparkContext
-        info.update(master=sc.master, app_id=sc.applicationId, default_parallelism=sc.defaultParallelism)
+        info.update(
+            master=sc.master, app_id=sc.applicationId, default_parallelism=sc.defaultParallelism
+        )
     except Exception:  # noqa: BLE001 - Spark Connect
         pass
     return info
@@ -298,9 +332,16 @@ def _prepare(state: _Run) -> tuple[Plan, InputStats]:
     job, spark, report = state.job, state.spark, state.report
     t0 = time.monotonic()
     state.steps = build_steps(job)
-    report.models = [{"name": s.config.name, "uri": s.uri, "task": s.info.task,
-                      "content_hash": s.info.content_hash, "output": s.config.output_column}
-                     for s in state.steps]
+    report.models = [
+        {
+            "name": s.config.name,
+            "uri": s.uri,
+            "task": s.info.task,
+            "content_hash": s.info.content_hash,
+            "output": s.config.output_column,
+        }
+        for s in state.steps
+    ]
     if job.input.format == "delta" or job.output.is_delta:
         require_delta(spark)
     df = read_input(spark, job.input)
@@ -310,8 +351,10 @@ def _prepare(state: _Run) -> tuple[Plan, InputStats]:
     output_exists(spark, job.output)  # refuses a folder that holds another table's files
     existing = read_output(spark, job.output)
     if job.output.mode == "error" and existing is not None:
-        raise ConfigError(f"output {job.output.target!r} exists and output.mode is 'error': "
-                          f"set mode append (resume) or overwrite")
+        raise ConfigError(
+            f"output {job.output.target!r} exists and output.mode is 'error': "
+            f"set mode append (resume) or overwrite"
+        )
     state.resume = job.run.resume_enabled(job)
     report.resume = state.resume
     done = existing if state.resume else None
@@ -320,7 +363,9 @@ def _prepare(state: _Run) -> tuple[Plan, InputStats]:
     stats = input_stats(df, job.input.id_column)
     n = n_chunks_for(stats.rows, job.run.chunk_rows)
     report.fingerprint = job_fingerprint(job, [s.info.content_hash for s in state.steps], stats, n)
-    report.txn_app_id = report.fingerprint if state.resume else f"{report.fingerprint}-{report.run_id}"
+    report.txn_app_id = (
+        report.fingerprint if state.resume else f"{report.fingerprint}-{report.run_id}"
+    )
     plan = plan_chunks(df, job.input.id_column, n, done, _partitions(spark, job))
     report.timings_s["read"] += time.monotonic() - t0
     return plan, stats
@@ -352,18 +397,22 @@ def _process(state: _Run, plan: Plan, progress: Progress, app_id: str) -> None:
         _set_group(state.spark, state.group, f"hfspark chunk {k}/{plan.n_chunks}")
         progress.start_chunk(rows)
         t0 = time.monotonic()
-        out = output_frame(apply_steps(plan.chunk(k), state.steps, check=False), state.steps,
-                           job, report.run_id).persist(StorageLevel.MEMORY_AND_DISK)
+        out = output_frame(
+            apply_steps(plan.chunk(k), state.steps, check=False), state.steps, job, report.run_id
+        ).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             aggs = [F.count(F.lit(1)).alias("rows")]
             if cond is not None:
                 aggs.append(F.sum(F.when(cond, 1).otherwise(0)).alias("errors"))
-            aggs += [F.sum(F.coalesce(F.col(c), F.lit(0))).alias(f"t{i}") for i, c in enumerate(tokens)]
+            aggs += [
+                F.sum(F.coalesce(F.col(c), F.lit(0))).alias(f"t{i}") for i, c in enumerate(tokens)
+            ]
             aggs += usage_aggs(state.steps)
             got = out.agg(*aggs).collect()[0]
             n_rows, n_err = int(got["rows"]), int(got["errors"] or 0) if cond is not None else 0
             report.rows["tokens"] = report.rows.get("tokens", 0) + sum(
-                int(got[f"t{i}"] or 0) for i in range(len(tokens)))
+                int(got[f"t{i}"] or 0) for i in range(len(tokens))
+            )
             if n_err and len(report.error_samples) < 5:
                 _sample_errors(state, out, cond, err_cols)
             infer_s = time.monotonic() - t0
@@ -380,8 +429,16 @@ def _process(state: _Run, plan: Plan, progress: Progress, app_id: str) -> None:
         report.rows["written"] += n_rows
         report.timings_s["infer"] += infer_s
         report.timings_s["write"] += write_s
-        report.chunks.append(ChunkStat(k, n_rows, n_err, round(infer_s, 3), round(write_s, 3),
-                                       round(time.monotonic() - state.started, 3)))
+        report.chunks.append(
+            ChunkStat(
+                k,
+                n_rows,
+                n_err,
+                round(infer_s, 3),
+                round(write_s, 3),
+                round(time.monotonic() - state.started, 3),
+            )
+        )
         progress.advance(n_rows, n_err)
     state.group = None
 
@@ -403,7 +460,9 @@ def _usage(state: _Run, chunk: Any, got: Any) -> None:
 def _mode(state: _Run) -> str:
     if state.written_any:
         return "append"
-    return {"append": "append", "overwrite": "overwrite", "error": "errorifexists"}[state.job.output.mode]
+    return {"append": "append", "overwrite": "overwrite", "error": "errorifexists"}[
+        state.job.output.mode
+    ]
 
 
 def _set_group(spark: Any, group: str, description: str) -> None:
@@ -418,10 +477,13 @@ def _sample_errors(state: _Run, out: Any, cond: Any, err_cols: list[str]) -> Non
 
     id_col = state.job.input.id_column
     picks = ([F.col(id_col).cast("string").alias("id")] if id_col else []) + [
-        F.col(c).alias(c.split(".")[0]) for c in err_cols]
+        F.col(c).alias(c.split(".")[0]) for c in err_cols
+    ]
     for row in out.filter(cond).select(*picks).limit(5 - len(state.report.error_samples)).collect():
-        sample = {k: (state.redactor.text(str(v))[:300] if v is not None else None)
-                  for k, v in row.asDict().items()}
+        sample = {
+            k: (state.redactor.text(str(v))[:300] if v is not None else None)
+            for k, v in row.asDict().items()
+        }
         state.report.error_samples.append(sample)
 
 
@@ -430,19 +492,25 @@ def _check_budget(job: JobConfig, errors: int, processed: int) -> None:
     if run.max_errors is not None and errors > run.max_errors:
         raise ErrorBudgetExceeded(
             f"error budget exceeded: {errors} rows with errors > run.max_errors {run.max_errors} "
-            f"(after {processed} rows)")
+            f"(after {processed} rows)"
+        )
     if run.max_error_rate is not None and processed and errors / processed > run.max_error_rate:
         raise ErrorBudgetExceeded(
             f"error budget exceeded: error rate {errors / processed:.2%} > run.max_error_rate "
-            f"{run.max_error_rate:.2%} ({errors} of {processed} rows)")
+            f"{run.max_error_rate:.2%} ({errors} of {processed} rows)"
+        )
 
 
 def _finish(state: _Run, plan: Plan, progress: Progress) -> None:
     """Create an empty output if nothing was written, verify ids, repair if needed, describe."""
     job, spark, report = state.job, state.spark, state.report
     if not state.written_any and not output_exists(spark, job.output):
-        empty = output_frame(apply_steps(state.input_df.limit(0), state.steps, check=False),
-                             state.steps, job, report.run_id)
+        empty = output_frame(
+            apply_steps(state.input_df.limit(0), state.steps, check=False),
+            state.steps,
+            job,
+            report.run_id,
+        )
         write_frame(empty, job.output, _mode(state))
     id_col = job.input.id_column
     if id_col and job.run.verify and (state.resume or job.output.mode != "append"):
@@ -451,10 +519,17 @@ def _finish(state: _Run, plan: Plan, progress: Progress) -> None:
         if check["missing"] and state.resume:
             # Rows removed from the output after an earlier run would be skipped by Delta's
             # idempotent writes under the same fingerprint: write them under a fresh app id.
-            log.warning("%d input ids missing from the output; writing them again", check["missing"])
+            log.warning(
+                "%d input ids missing from the output; writing them again", check["missing"]
+            )
             plan.pending.unpersist()
-            repair = plan_chunks(state.input_df, id_col, plan.n_chunks, read_output(spark, job.output),
-                                 _partitions(spark, job))
+            repair = plan_chunks(
+                state.input_df,
+                id_col,
+                plan.n_chunks,
+                read_output(spark, job.output),
+                _partitions(spark, job),
+            )
             progress.total = max(progress.total, progress.done + repair.rows)
             _process(state, repair, progress, f"{report.fingerprint}-repair-{report.run_id}")
             repair.pending.unpersist()
@@ -462,8 +537,10 @@ def _finish(state: _Run, plan: Plan, progress: Progress) -> None:
         report.verification = check
         report.timings_s["verify"] = round(time.monotonic() - t0, 3)
         if check["missing"] or (check["duplicates"] and state.resume):
-            raise HfSparkError(f"output check failed: {check['missing']} input ids missing, "
-                               f"{check['duplicates']} ids written more than once")
+            raise HfSparkError(
+                f"output check failed: {check['missing']} input ids missing, "
+                f"{check['duplicates']} ids written more than once"
+            )
     plan.pending.unpersist()
     report.output = describe_output(spark, job.output)
 

@@ -28,8 +28,21 @@ __all__ = ["MASK", "is_secret_key", "Redactor"]
 
 MASK = "***"
 _SECRET_WORDS = {
-    "token", "secret", "password", "passwd", "pwd", "key", "apikey", "credential",
-    "credentials", "auth", "authorization", "privatekey", "sas", "sig", "signature",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "pwd",
+    "key",
+    "apikey",
+    "credential",
+    "credentials",
+    "auth",
+    "authorization",
+    "privatekey",
+    "sas",
+    "sig",
+    "signature",
 }
 _SPLIT = re.compile(r"[._\-\s/:]+|(?<=[a-z0-9])(?=[A-Z])")
 _URL_PASSWORD = re.compile(r"(?P<pre>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^@\s/]+(?=@)")
@@ -71,8 +84,14 @@ class Redactor:
         """A copy of ``obj`` with secret keys' values replaced by ``***`` and secrets in text masked."""
         if isinstance(obj, Mapping):
             return {
-                k: (MASK if is_secret_key(k) and v not in (None, "") and not isinstance(v, Mapping)
-                    and not (isinstance(v, str) and _is_path(v)) else self.data(v))
+                k: (
+                    MASK
+                    if is_secret_key(k)
+                    and v not in (None, "")
+                    and not isinstance(v, Mapping)
+                    and not (isinstance(v, str) and _is_path(v))
+                    else self.data(v)
+                )
                 for k, v in obj.items()
             }
         if isinstance(obj, (list, tuple)):
@@ -88,15 +107,20 @@ class Redactor:
                 text = text.replace(v, MASK)
         text = _URL_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
         return _QUERY_PARAM.sub(
-            lambda m: m.group("pre") + MASK if is_secret_key(m.group("key")) else m.group(0), text)
+            lambda m: m.group("pre") + MASK if is_secret_key(m.group("key")) else m.group(0), text
+        )
 
 
 def _secret_values(obj: Any) -> list[str]:
     out: list[str] = []
     if isinstance(obj, Mapping):
         for k, v in obj.items():
-            if (is_secret_key(k) and isinstance(v, (str, int, float)) and not isinstance(v, bool)
-                    and not _is_path(str(v))):
+            if (
+                is_secret_key(k)
+                and isinstance(v, (str, int, float))
+                and not isinstance(v, bool)
+                and not _is_path(str(v))
+            ):
                 out.append(str(v))
             else:
                 out.extend(_secret_values(v))

@@ -48,6 +48,7 @@ def require_delta(spark: SparkSession) -> None:
         if "DATA_SOURCE_NOT_FOUND" in str(e) or "ClassNotFoundException" in str(e):
             raise ConfigError(DELTA_HINT) from e
 
+
 _READ_DEFAULTS: dict[str, dict[str, str]] = {
     "csv": {"header": "true", "inferSchema": "true", "multiLine": "true", "escape": '"'},
     "json": {},
@@ -91,10 +92,14 @@ def read_input(spark: SparkSession, inp: InputSection) -> DataFrame:
                     opts["recursiveFileLookup"] = "true"
             opts.update(inp.options)
             for key, value in opts.items():
-                reader = reader.option(key, str(value).lower() if isinstance(value, bool) else str(value))
+                reader = reader.option(
+                    key, str(value).lower() if isinstance(value, bool) else str(value)
+                )
             df = reader.load(inp.path)
     except _analysis_error() as e:
-        raise ConfigError(f"input: cannot read {inp.format} {inp.name or inp.path!r}: {_first_line(e)}") from e
+        raise ConfigError(
+            f"input: cannot read {inp.format} {inp.name or inp.path!r}: {_first_line(e)}"
+        ) from e
     if inp.columns:
         wanted = list(dict.fromkeys([*([inp.id_column] if inp.id_column else []), *inp.columns]))
         check_columns(df, wanted, "input.columns")
@@ -106,7 +111,9 @@ def read_input(spark: SparkSession, inp: InputSection) -> DataFrame:
             df = df.filter(F.expr(inp.filter))
             df.schema  # noqa: B018 - analyse the expression now, on the driver
         except Exception as e:  # ParseException is not an AnalysisException
-            raise ConfigError(f"input.filter {inp.filter!r} is not a valid Spark SQL condition: {_first_line(e)}") from e
+            raise ConfigError(
+                f"input.filter {inp.filter!r} is not a valid Spark SQL condition: {_first_line(e)}"
+            ) from e
     if inp.limit is not None:
         df = (df.orderBy(inp.id_column) if inp.id_column else df).limit(inp.limit)
     return df
@@ -143,7 +150,9 @@ def read_output(spark: SparkSession, out: OutputSection) -> DataFrame | None:
             return spark.read.table(out.target) if spark.catalog.tableExists(out.target) else None
         reader = spark.read.format(out.format)
         if out.format == "csv":
-            reader = reader.option("header", "true").option("multiLine", "true").option("escape", '"')
+            reader = (
+                reader.option("header", "true").option("multiLine", "true").option("escape", '"')
+            )
         df = reader.load(out.path)
         df.schema  # noqa: B018
         return df
@@ -212,8 +221,11 @@ def describe_output(spark: SparkSession, out: OutputSection) -> dict[str, Any]:
         try:
             from delta.tables import DeltaTable
 
-            table = (DeltaTable.forName(spark, out.target) if out.format == "table"
-                     else DeltaTable.forPath(spark, out.target))
+            table = (
+                DeltaTable.forName(spark, out.target)
+                if out.format == "table"
+                else DeltaTable.forPath(spark, out.target)
+            )
             last = table.history(1).collect()[0]
             info["version"] = int(last["version"])
             if out.format == "table":

@@ -238,6 +238,7 @@ class JobTracker:
 
     def _loop(self, report: RunReport) -> None:
         while not self._stop.wait(self.conf.log_every_s):
+
             def log_metrics() -> None:
                 self._log_models(report)
                 self._log_progress(report)

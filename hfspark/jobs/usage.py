@@ -22,8 +22,14 @@ if TYPE_CHECKING:
 
     from hfspark.jobs.models import Step
 
-__all__ = ["FINISH_REASONS", "is_generative", "usage_aggs", "add_usage", "input_tokens",
-           "finalize_usage"]
+__all__ = [
+    "FINISH_REASONS",
+    "is_generative",
+    "usage_aggs",
+    "add_usage",
+    "input_tokens",
+    "finalize_usage",
+]
 
 FINISH_REASONS = ("stop", "length")
 
@@ -50,13 +56,20 @@ def usage_aggs(steps: list[Step]) -> list[Column]:
         if not is_generative(s):
             continue
         col = s.config.output_column
-        aggs += [F.sum(F.coalesce(F.col(f"{col}.prompt_tokens"), F.lit(0))).alias(f"u{i}_prompt"),
-                 F.sum(F.coalesce(F.col(f"{col}.completion_tokens"), F.lit(0))).alias(f"u{i}_completion")]
-        aggs += [F.sum(F.when(F.col(f"{col}.finish_reason") == r, 1).otherwise(0)).alias(f"u{i}_{r}")
-                 for r in FINISH_REASONS]
+        aggs += [
+            F.sum(F.coalesce(F.col(f"{col}.prompt_tokens"), F.lit(0))).alias(f"u{i}_prompt"),
+            F.sum(F.coalesce(F.col(f"{col}.completion_tokens"), F.lit(0))).alias(
+                f"u{i}_completion"
+            ),
+        ]
+        aggs += [
+            F.sum(F.when(F.col(f"{col}.finish_reason") == r, 1).otherwise(0)).alias(f"u{i}_{r}")
+            for r in FINISH_REASONS
+        ]
         if _structured(s) and s.has_error_field:
             failed = F.col(f"{col}.error").contains("cut off") | F.col(f"{col}.error").contains(
-                "not valid JSON")
+                "not valid JSON"
+            )
             aggs.append(F.sum(F.when(failed, 1).otherwise(0)).alias(f"u{i}_schema"))
     return aggs
 
@@ -67,8 +80,14 @@ def add_usage(usage: dict[str, dict[str, Any]], steps: list[Step], row: Any) -> 
     for i, s in enumerate(steps):
         if not is_generative(s):
             continue
-        u = usage.setdefault(s.config.name, {"prompt_tokens": 0, "completion_tokens": 0,
-                                             "finish_reasons": dict.fromkeys(FINISH_REASONS, 0)})
+        u = usage.setdefault(
+            s.config.name,
+            {
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "finish_reasons": dict.fromkeys(FINISH_REASONS, 0),
+            },
+        )
         prompt, completion = int(row[f"u{i}_prompt"] or 0), int(row[f"u{i}_completion"] or 0)
         u["prompt_tokens"] += prompt
         u["completion_tokens"] += completion
@@ -82,6 +101,7 @@ def add_usage(usage: dict[str, dict[str, Any]], steps: list[Step], row: Any) -> 
 
 def _count_tokens(folder: str, limit: int | None) -> Any:
     """An Arrow UDF body: the token count of each row's text inputs (null rows count 0)."""
+
     def count(batches: Iterator[Any]) -> Iterator[pa.Array]:
         import pyarrow as pa
         from transformers import AutoTokenizer
@@ -97,13 +117,22 @@ def _count_tokens(folder: str, limit: int | None) -> Any:
                     elif isinstance(v, dict):
                         texts[j] += [x for x in v.values() if isinstance(x, str)]
             flat = [t for row in texts for t in row]
-            lengths = [len(ids) for ids in tok(flat, truncation=limit is not None,
-                                               max_length=limit)["input_ids"]] if flat else []
+            lengths = (
+                [
+                    len(ids)
+                    for ids in tok(flat, truncation=limit is not None, max_length=limit)[
+                        "input_ids"
+                    ]
+                ]
+                if flat
+                else []
+            )
             out, k = [], 0
             for row in texts:
-                out.append(sum(lengths[k:k + len(row)]))
+                out.append(sum(lengths[k : k + len(row)]))
                 k += len(row)
             yield pa.array(out, pa.int64())
+
     return count
 
 
@@ -119,14 +148,22 @@ def input_tokens(df: DataFrame, steps: list[Step]) -> dict[str, int]:
     for s in steps:
         if is_generative(s) or "tokenizer" not in s.udf.adapter.components:
             continue
-        refs = [s.config.inputs] if isinstance(s.config.inputs, str) else list(
-            s.config.inputs if isinstance(s.config.inputs, list) else s.config.inputs.values())
+        refs = (
+            [s.config.inputs]
+            if isinstance(s.config.inputs, str)
+            else list(
+                s.config.inputs if isinstance(s.config.inputs, list) else s.config.inputs.values()
+            )
+        )
         if any(r.split(".")[0] not in df.columns for r in refs):
             continue  # reads an earlier step's output: not counted (it would run that step again)
         tok = s.info.components.get("tokenizer", s.info.model_dir)
         limit = s.udf.adapter.options.max_length or getattr(s.udf.ref.options, "max_length", None)
-        fn = arrow_udf(_count_tokens(str(tok), limit or 512), LongType(),  # type: ignore[call-overload]
-                       ArrowUDFType.SCALAR_ITER)
+        fn = arrow_udf(
+            _count_tokens(str(tok), limit or 512),
+            LongType(),  # type: ignore[call-overload]
+            ArrowUDFType.SCALAR_ITER,
+        )
         exprs = [e for _, e in _input_exprs(s.config)]
         got = df.select(F.sum(fn(*exprs)).alias("n")).collect()[0]["n"]
         out[s.config.name] = int(got or 0)

@@ -54,12 +54,25 @@ def validate_job(job: JobConfig, spark: SparkSession) -> dict[str, Any]:
             check_columns(done, [job.input.id_column], f"output {job.output.target!r} (to resume)")
     return {
         "input": {f.name: f.dataType.simpleString() for f in df.schema.fields},
-        "steps": [{"name": s.config.name, "task": s.info.task, "uri": s.uri,
-                   "content_hash": s.info.content_hash, "output": s.config.output_column,
-                   "type": s.udf.returnType.simpleString()} for s in steps],
+        "steps": [
+            {
+                "name": s.config.name,
+                "task": s.info.task,
+                "uri": s.uri,
+                "content_hash": s.info.content_hash,
+                "output": s.config.output_column,
+                "type": s.udf.returnType.simpleString(),
+            }
+            for s in steps
+        ],
         "output": {f.name: f.dataType.simpleString() for f in shaped.schema.fields},
-        "target": {"format": job.output.format, "location": job.output.target,
-                   "exists": exists, "mode": job.output.mode, "resume": resume},
+        "target": {
+            "format": job.output.format,
+            "location": job.output.target,
+            "exists": exists,
+            "mode": job.output.mode,
+            "resume": resume,
+        },
     }
 
 
@@ -72,7 +85,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"  {s['name']} [{s['task']}] {s['uri']} (hash {s['content_hash'][:12]})")
         lines.append(f"    -> {s['output']}: {s['type']}")
     t = summary["target"]
-    lines.append(f"output ({t['format']} {t['location']}, mode {t['mode']}, "
-                 f"{'exists' if t['exists'] else 'new'}, resume {'on' if t['resume'] else 'off'}):")
+    lines.append(
+        f"output ({t['format']} {t['location']}, mode {t['mode']}, "
+        f"{'exists' if t['exists'] else 'new'}, resume {'on' if t['resume'] else 'off'}):"
+    )
     lines += [f"  {k}: {v}" for k, v in summary["output"].items()]
     return "\n".join(lines)

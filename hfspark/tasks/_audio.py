@@ -88,8 +88,11 @@ def check_audio_input(task: str, types: Sequence[Any]) -> None:
         return
     fields = {f.name: f.dataType for f in types[0].fields}
     array, rate = fields.get("array"), fields.get("sampling_rate")
-    if not (isinstance(array, ArrayType) and isinstance(array.elementType, (FloatType, DoubleType))
-            and isinstance(rate, IntegralType)):
+    if not (
+        isinstance(array, ArrayType)
+        and isinstance(array.elementType, (FloatType, DoubleType))
+        and isinstance(rate, IntegralType)
+    ):
         raise InputSchemaError(
             f"Task {task!r}: a struct audio input must be struct<array array<float>, "
             f"sampling_rate int>, got {types[0].simpleString()}. Build it with "
@@ -114,7 +117,9 @@ def convert_audio(value: Any, max_duration_s: float | None = None) -> Audio:
     if not np.isfinite(audio.samples).all():
         raise RowError("the audio holds NaN, infinite or null samples")
     if max_duration_s is not None and audio.duration_s > max_duration_s:
-        raise RowError(f"the audio lasts {audio.duration_s:.1f} s, over max_duration_s={max_duration_s}")
+        raise RowError(
+            f"the audio lasts {audio.duration_s:.1f} s, over max_duration_s={max_duration_s}"
+        )
     return audio
 
 
@@ -137,7 +142,9 @@ def decode_audio(data: bytes, max_duration_s: float | None = None) -> Audio:
         raise
     except (sf.SoundFileError, RuntimeError, TypeError, ValueError) as e:
         reason = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(e))
-        raise RowError(f"cannot decode the audio bytes (WAV, FLAC or OGG expected): {reason}") from e
+        raise RowError(
+            f"cannot decode the audio bytes (WAV, FLAC or OGG expected): {reason}"
+        ) from e
     return Audio(np.ascontiguousarray(samples.mean(axis=1), dtype=np.float32), rate)
 
 
@@ -151,7 +158,7 @@ def _check_wav_complete(data: bytes) -> None:
         return
     pos = 12
     while pos + 8 <= len(data):
-        chunk, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        chunk, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
         if chunk == b"data":
             have = len(data) - pos - 8
             if 0 < size < 0xFFFFFFFF and have < size:
@@ -163,8 +170,10 @@ def _check_wav_complete(data: bytes) -> None:
 def _check_rate(rate: int) -> int:
     """Refuse sampling rates outside [1 kHz, 768 kHz]: resampling them would blow up memory."""
     if not _MIN_RATE <= rate <= _MAX_RATE:
-        raise RowError(f"sampling_rate must be between {_MIN_RATE} and {_MAX_RATE} Hz (a rate "
-                       f"in Hz, not kHz), got {rate}")
+        raise RowError(
+            f"sampling_rate must be between {_MIN_RATE} and {_MAX_RATE} Hz (a rate "
+            f"in Hz, not kHz), got {rate}"
+        )
     return rate
 
 
@@ -228,13 +237,19 @@ def _can_pad(model: Any, feature_extractor: Any) -> bool:
 
 def extract(feature_extractor: Any, samples: np.ndarray) -> np.ndarray:
     """Run the feature extractor on one waveform (no padding); returns its main input."""
-    out = feature_extractor(samples, sampling_rate=feature_extractor.sampling_rate, return_tensors="np")
+    out = feature_extractor(
+        samples, sampling_rate=feature_extractor.sampling_rate, return_tensors="np"
+    )
     name = "input_features" if "input_features" in out else "input_values"
     return np.asarray(out[name][0])
 
 
 def model_batches(
-    model: Any, feature_extractor: Any, inputs: Sequence[np.ndarray], device: Any, dtype: Any = None,
+    model: Any,
+    feature_extractor: Any,
+    inputs: Sequence[np.ndarray],
+    device: Any,
+    dtype: Any = None,
     max_rows: int | None = None,
 ) -> Iterator[tuple[list[int], dict[str, Any]]]:
     """Group per-row model inputs into model calls that padding cannot bias.
@@ -264,10 +279,13 @@ def model_batches(
         for i, a in enumerate(inputs):
             values[i, : len(a)] = a
             mask[i, : len(a)] = 1
-        yield list(range(len(inputs))), {
-            name: _tensor(values, device, dtype),
-            "attention_mask": torch.from_numpy(mask).to(device),
-        }
+        yield (
+            list(range(len(inputs))),
+            {
+                name: _tensor(values, device, dtype),
+                "attention_mask": torch.from_numpy(mask).to(device),
+            },
+        )
         return
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, a in enumerate(inputs):

@@ -25,8 +25,9 @@ def _xgrammar() -> Any:
     try:
         import xgrammar
     except ImportError as e:
-        raise ConfigError("structured output (output_schema, choices, regex) needs xgrammar: "
-                          "pip install xgrammar") from e
+        raise ConfigError(
+            "structured output (output_schema, choices, regex) needs xgrammar: pip install xgrammar"
+        ) from e
     return xgrammar
 
 
@@ -62,8 +63,9 @@ def compiled_grammar(loaded: Any, kind: str, spec: Any) -> Any:
     compiler = loaded.extras["grammar_compiler"]
     try:
         if kind == "json":
-            grammar = compiler.compile_json_schema(json.dumps(spec), any_whitespace=False,
-                                                   strict_mode=True)
+            grammar = compiler.compile_json_schema(
+                json.dumps(spec), any_whitespace=False, strict_mode=True
+            )
         elif kind == "choices":
             grammar = compiler.compile_grammar(choices_ebnf(spec))
         else:

@@ -32,13 +32,15 @@ __all__ = ["FirstTokenLayer", "prune_last_layer", "FIRST_TOKEN_HEADS"]
 #: model types whose encoder layers follow BERT's layout (``attention.self.query`` ...).
 _BERT_LAYOUT = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "electra"})
 #: classes whose output reads only the first position of the last hidden state.
-FIRST_TOKEN_HEADS = frozenset({
-    "BertForSequenceClassification",
-    "RobertaForSequenceClassification",
-    "XLMRobertaForSequenceClassification",
-    "CamembertForSequenceClassification",
-    "ElectraForSequenceClassification",
-})
+FIRST_TOKEN_HEADS = frozenset(
+    {
+        "BertForSequenceClassification",
+        "RobertaForSequenceClassification",
+        "XLMRobertaForSequenceClassification",
+        "CamembertForSequenceClassification",
+        "ElectraForSequenceClassification",
+    }
+)
 _KERNELS = frozenset({"sdpa", "eager"})
 
 
@@ -53,8 +55,13 @@ class FirstTokenLayer(nn.Module):
         super().__init__()
         self.layer: Any = layer  # a BERT-layout layer: its submodules are read by name
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                *args: Any, **kwargs: Any) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor:
         attn: Any = self.layer.attention.self
         batch, tokens, _ = hidden_states.shape
         first = hidden_states[:, :1]
@@ -67,8 +74,9 @@ class FirstTokenLayer(nn.Module):
         value = heads(attn.value(hidden_states), tokens)
         if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[2] > 1:
             attention_mask = attention_mask[:, :, :1]  # the first query's row of the mask
-        context, _ = _kernel(attn)(attn, query, key, value, attention_mask, dropout=0.0,
-                                   scaling=attn.scaling)
+        context, _ = _kernel(attn)(
+            attn, query, key, value, attention_mask, dropout=0.0, scaling=attn.scaling
+        )
         context = context.reshape(batch, 1, -1).contiguous()
         attention_output = self.layer.attention.output(context, first)
         return self.layer.feed_forward_chunk(attention_output)

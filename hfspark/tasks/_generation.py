@@ -121,9 +121,13 @@ class GenerationOptions(TaskOptions):
 
     @model_validator(mode="after")
     def _sampling_consistent(self) -> GenerationOptions:
-        set_sampling = [k for k in ("temperature", "top_p", "top_k") if getattr(self, k) is not None]
+        set_sampling = [
+            k for k in ("temperature", "top_p", "top_k") if getattr(self, k) is not None
+        ]
         if set_sampling and not self.do_sample:
-            raise ValueError(f"{', '.join(set_sampling)} only apply when sampling: set do_sample=True")
+            raise ValueError(
+                f"{', '.join(set_sampling)} only apply when sampling: set do_sample=True"
+            )
         if self.do_sample and (self.num_beams or 1) > 1:
             raise ValueError("do_sample=True with num_beams > 1 is not supported: pick one")
         return self
@@ -133,12 +137,14 @@ def generation_output_type() -> StructType:
     """``struct<generated_text, finish_reason, prompt_tokens, completion_tokens>``."""
     from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 
-    return StructType([
-        StructField("generated_text", StringType()),
-        StructField("finish_reason", StringType()),
-        StructField("prompt_tokens", IntegerType()),
-        StructField("completion_tokens", IntegerType()),
-    ])
+    return StructType(
+        [
+            StructField("generated_text", StringType()),
+            StructField("finish_reason", StringType()),
+            StructField("prompt_tokens", IntegerType()),
+            StructField("completion_tokens", IntegerType()),
+        ]
+    )
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -219,7 +225,11 @@ class RowSampler:
     """
 
     def __init__(
-        self, seeds: Sequence[int], temperature: float | None, top_k: int | None, top_p: float | None
+        self,
+        seeds: Sequence[int],
+        temperature: float | None,
+        top_k: int | None,
+        top_p: float | None,
     ) -> None:
         self.seeds = list(seeds)
         self.temperature = temperature
@@ -255,7 +265,11 @@ class RowSampler:
 
 
 def generate_kwargs(
-    options: GenerationOptions, model: Any, pad_id: int, keys: Sequence[Sequence[int]], tokenizer: Any
+    options: GenerationOptions,
+    model: Any,
+    pad_id: int,
+    keys: Sequence[Sequence[int]],
+    tokenizer: Any,
 ) -> dict[str, Any]:
     """Keyword arguments for ``model.generate`` (besides the inputs) from the task options.
 
@@ -318,8 +332,14 @@ def forced_eos_budget(kwargs: dict[str, Any], model: Any, start_len: int) -> int
 
 
 def finish_row(
-    generated: Sequence[int], *, eos_ids: set[int], tokenizer: Any, stop: Sequence[str],
-    prompt_tokens: int = 0, pad_id: int | None = None, forced_eos_at: int | None = None,
+    generated: Sequence[int],
+    *,
+    eos_ids: set[int],
+    tokenizer: Any,
+    stop: Sequence[str],
+    prompt_tokens: int = 0,
+    pad_id: int | None = None,
+    forced_eos_at: int | None = None,
 ) -> dict[str, Any]:
     """Turn one row's generated token ids into the output struct.
 

@@ -93,16 +93,22 @@ class LLMOptions(GenerationOptions):
     def _one_constraint(self) -> LLMOptions:
         given = [k for k in ("output_schema", "choices", "regex") if getattr(self, k) is not None]
         if len(given) > 1:
-            raise ValueError(f"set only one of output_schema, choices and regex (got {', '.join(given)})")
+            raise ValueError(
+                f"set only one of output_schema, choices and regex (got {', '.join(given)})"
+            )
         if given and (self.num_beams or 1) > 1:
-            raise ValueError(f"{given[0]} needs num_beams=1 (constrained beam search is not supported)")
+            raise ValueError(
+                f"{given[0]} needs num_beams=1 (constrained beam search is not supported)"
+            )
         if given and self.stop:
             raise ValueError(f"{given[0]} ends where the grammar ends: drop 'stop'")
         if self.output_schema is not None:
             clash = [f for f in spark_type(self.output_schema).fieldNames() if f in META_FIELDS]
             if clash:
-                raise ValueError(f"output_schema field {clash[0]!r} clashes with the result's own "
-                                 f"{clash[0]!r}: rename it")
+                raise ValueError(
+                    f"output_schema field {clash[0]!r} clashes with the result's own "
+                    f"{clash[0]!r}: rename it"
+                )
         return self
 
     @property
@@ -164,13 +170,16 @@ class LLMAdapter(TaskAdapter):
         else:
             raise InputSchemaError(
                 f"Task {self.name!r}: prompt_template takes {len(fields)} inputs "
-                f"({', '.join(fields)}), got {len(types)}. Pass one column per field, or a struct.")
+                f"({', '.join(fields)}), got {len(types)}. Pass one column per field, or a struct."
+            )
         check_bound_inputs(self.name, fields, inputs)
 
     def prompt_text(self, value: Any) -> str:
         """A row's prompt: its template rendered with its inputs."""
         if self.binds_by_name:
-            return render(self.options.prompt_template or "", bound_values(self.input_fields, value))
+            return render(
+                self.options.prompt_template or "", bound_values(self.input_fields, value)
+            )
         if not isinstance(value, str):
             raise RowError(f"task {self.name!r} takes a string, got {type(value).__name__}")
         return self.options.render(value)
@@ -224,9 +233,11 @@ class LLMAdapter(TaskAdapter):
         text = row["generated_text"]
         if row["finish_reason"] != "stop":
             what = "JSON closed" if opts.output_schema is not None else "output matched"
-            return RowError(f"the output was cut off at max_new_tokens={max_new_tokens} before the "
-                            f"{what} ({row['completion_tokens']} tokens: {text[:80]!r}); raise "
-                            f"max_new_tokens")
+            return RowError(
+                f"the output was cut off at max_new_tokens={max_new_tokens} before the "
+                f"{what} ({row['completion_tokens']} tokens: {text[:80]!r}); raise "
+                f"max_new_tokens"
+            )
         if opts.choices is not None:
             return {"label": text, **meta}
         if opts.regex is not None:

@@ -45,7 +45,9 @@ def prefix_cache(loaded: Any, prefix: Sequence[int]) -> Any:
     """The KV cache of ``prefix`` (batch of one), computed once and kept per loaded model."""
     import torch
 
-    store: OrderedDict[tuple[int, ...], Any] = loaded.extras.setdefault("prefix_caches", OrderedDict())
+    store: OrderedDict[tuple[int, ...], Any] = loaded.extras.setdefault(
+        "prefix_caches", OrderedDict()
+    )
     key = tuple(int(t) for t in prefix)
     if key in store:
         store.move_to_end(key)
@@ -61,7 +63,10 @@ def prefix_cache(loaded: Any, prefix: Sequence[int]) -> Any:
 
 
 def prefixed_batch(
-    loaded: Any, prompts: Sequence[Sequence[int]], prefix_len: int, pad_id: int,
+    loaded: Any,
+    prompts: Sequence[Sequence[int]],
+    prefix_len: int,
+    pad_id: int,
 ) -> tuple[Any, Any, Any]:
     """``(input_ids, attention_mask, cache)`` for ``generate()`` reusing the cached prefix.
 
@@ -81,5 +86,8 @@ def prefixed_batch(
     ids = [prefix + [pad_id] * (longest - len(s)) + s for s in suffixes]
     mask = [[1] * prefix_len + [0] * (longest - len(s)) + [1] * len(s) for s in suffixes]
     device = loaded.device
-    return (torch.tensor(ids, dtype=torch.long, device=device),
-            torch.tensor(mask, dtype=torch.long, device=device), cache)
+    return (
+        torch.tensor(ids, dtype=torch.long, device=device),
+        torch.tensor(mask, dtype=torch.long, device=device),
+        cache,
+    )

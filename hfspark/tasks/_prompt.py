@@ -25,12 +25,34 @@ from hfspark.errors import InputSchemaError, RowError
 if TYPE_CHECKING:
     from pyspark.sql.types import DataType
 
-__all__ = ["SCALAR_TYPES", "check_template", "template_fields", "is_single_prompt", "render",
-           "check_bound_inputs", "bound_values"]
+__all__ = [
+    "SCALAR_TYPES",
+    "check_template",
+    "template_fields",
+    "is_single_prompt",
+    "render",
+    "check_bound_inputs",
+    "bound_values",
+]
 
 #: Spark type names a template field takes (what ``_type_name`` / the Arrow check call them).
-SCALAR_TYPES = ("string", "integer", "int", "long", "bigint", "short", "smallint", "byte",
-                "tinyint", "double", "float", "boolean", "decimal", "date", "timestamp")
+SCALAR_TYPES = (
+    "string",
+    "integer",
+    "int",
+    "long",
+    "bigint",
+    "short",
+    "smallint",
+    "byte",
+    "tinyint",
+    "double",
+    "float",
+    "boolean",
+    "decimal",
+    "date",
+    "timestamp",
+)
 
 
 def _raw_fields(template: str) -> list[str]:
@@ -56,15 +78,19 @@ def check_template(template: str) -> str:
         raise ValueError(
             "prompt_template must hold at least one field: '{prompt}' exactly once (the input), "
             "or fields named after the input columns ('Title: {title} Body: {body}'); "
-            "write literal braces as '{{' and '}}'")
+            "write literal braces as '{{' and '}}'"
+        )
     for f in fields:
         if not f.isidentifier():
             raise ValueError(
                 f"prompt_template field {{{f}}} must be a plain column name (letters, digits, _); "
-                f"positional '{{}}', attributes and indexes are not supported")
+                f"positional '{{}}', attributes and indexes are not supported"
+            )
     if fields.count("prompt") > 1 and set(fields) == {"prompt"}:
-        raise ValueError("prompt_template must hold '{prompt}' exactly once (MLflow style); "
-                         "name other inputs after their columns")
+        raise ValueError(
+            "prompt_template must hold '{prompt}' exactly once (MLflow style); "
+            "name other inputs after their columns"
+        )
     return template
 
 
@@ -94,7 +120,9 @@ def _nearest(name: str, names: Sequence[str]) -> str:
     return f" (nearest: {close[0]!r})" if close else ""
 
 
-def check_bound_inputs(task: str, fields: Sequence[str], inputs: Sequence[tuple[str, DataType]]) -> None:
+def check_bound_inputs(
+    task: str, fields: Sequence[str], inputs: Sequence[tuple[str, DataType]]
+) -> None:
     """Refuse inputs that do not bind one to one, by name, to the template's fields.
 
     Args:
@@ -116,17 +144,20 @@ def check_bound_inputs(task: str, fields: Sequence[str], inputs: Sequence[tuple[
         raise InputSchemaError(
             f"Task {task!r}: prompt_template field {{{f}}} has no input{_nearest(f, unused or names)}; "
             f"inputs: {', '.join(names) or 'none'}. Pass a column named {f!r} (F.col(c).alias({f!r}))"
-            f" or rename the field.")
+            f" or rename the field."
+        )
     if unused:
         n = unused[0]
         raise InputSchemaError(
             f"Task {task!r}: input {n!r} is used by no prompt_template field{_nearest(n, fields)}; "
-            f"fields: {', '.join(fields)}. Drop the column or add {{{n}}} to the template.")
+            f"fields: {', '.join(fields)}. Drop the column or add {{{n}}} to the template."
+        )
     for name, dtype in inputs:
         if _type_name(dtype) not in SCALAR_TYPES:
             raise InputSchemaError(
                 f"Task {task!r}: input {name!r} must be a string or number to go into "
-                f"prompt_template, got {dtype.simpleString()}. Cast it (F.col(c).cast('string')).")
+                f"prompt_template, got {dtype.simpleString()}. Cast it (F.col(c).cast('string'))."
+            )
 
 
 def bound_values(fields: Sequence[str], value: Any) -> dict[str, Any]:
@@ -138,10 +169,14 @@ def bound_values(fields: Sequence[str], value: Any) -> dict[str, Any]:
     if isinstance(value, Mapping):
         missing = [f for f in fields if f not in value]
         if missing:
-            raise RowError(f"prompt_template field {{{missing[0]}}} has no input; the row has "
-                           f"{', '.join(map(str, value)) or 'no fields'}")
+            raise RowError(
+                f"prompt_template field {{{missing[0]}}} has no input; the row has "
+                f"{', '.join(map(str, value)) or 'no fields'}"
+            )
         return {f: value[f] for f in fields}
     if len(fields) != 1:
-        raise RowError(f"prompt_template takes {len(fields)} inputs ({', '.join(fields)}), "
-                       f"got one value: pass one column per field or a struct")
+        raise RowError(
+            f"prompt_template takes {len(fields)} inputs ({', '.join(fields)}), "
+            f"got one value: pass one column per field or a struct"
+        )
     return {fields[0]: value}

@@ -27,16 +27,26 @@ __all__ = ["normalize_schema", "parse_ddl", "spark_type", "grammar_schema", "to_
 
 _HINT = "x-spark-type"
 _DDL_TYPES: dict[str, dict[str, Any]] = {
-    "string": {"type": "string"}, "varchar": {"type": "string"}, "char": {"type": "string"},
-    "boolean": {"type": "boolean"}, "bool": {"type": "boolean"},
-    "tinyint": {"type": "integer", _HINT: "tinyint"}, "byte": {"type": "integer", _HINT: "tinyint"},
-    "smallint": {"type": "integer", _HINT: "smallint"}, "short": {"type": "integer", _HINT: "smallint"},
-    "int": {"type": "integer", _HINT: "int"}, "integer": {"type": "integer", _HINT: "int"},
-    "bigint": {"type": "integer"}, "long": {"type": "integer"},
-    "double": {"type": "number"}, "float": {"type": "number", _HINT: "float"},
+    "string": {"type": "string"},
+    "varchar": {"type": "string"},
+    "char": {"type": "string"},
+    "boolean": {"type": "boolean"},
+    "bool": {"type": "boolean"},
+    "tinyint": {"type": "integer", _HINT: "tinyint"},
+    "byte": {"type": "integer", _HINT: "tinyint"},
+    "smallint": {"type": "integer", _HINT: "smallint"},
+    "short": {"type": "integer", _HINT: "smallint"},
+    "int": {"type": "integer", _HINT: "int"},
+    "integer": {"type": "integer", _HINT: "int"},
+    "bigint": {"type": "integer"},
+    "long": {"type": "integer"},
+    "double": {"type": "number"},
+    "float": {"type": "number", _HINT: "float"},
     "real": {"type": "number", _HINT: "float"},
 }
-_TOKEN = re.compile(r"\s*(`[^`]*`|[A-Za-z_][A-Za-z0-9_]*|\(\s*\d+(?:\s*,\s*\d+)?\s*\)|'[^']*'|[<>,:])")
+_TOKEN = re.compile(
+    r"\s*(`[^`]*`|[A-Za-z_][A-Za-z0-9_]*|\(\s*\d+(?:\s*,\s*\d+)?\s*\)|'[^']*'|[<>,:])"
+)
 
 
 class _DDL:
@@ -50,7 +60,7 @@ class _DDL:
                 break
             m = _TOKEN.match(text, i)
             if not m:
-                raise ValueError(f"output_schema: cannot read the DDL at {text[i:i + 20]!r}")
+                raise ValueError(f"output_schema: cannot read the DDL at {text[i : i + 20]!r}")
             self.tokens.append(m.group(1))
             i = m.end()
 
@@ -60,8 +70,9 @@ class _DDL:
     def take(self, expected: str | None = None) -> str:
         tok = self.peek()
         if tok is None or (expected is not None and tok.lower() != expected):
-            raise ValueError(f"output_schema: expected {expected or 'more'} in DDL {self.text!r}, "
-                             f"got {tok!r}")
+            raise ValueError(
+                f"output_schema: expected {expected or 'more'} in DDL {self.text!r}, got {tok!r}"
+            )
         self.pos += 1
         return tok
 
@@ -81,9 +92,15 @@ class _DDL:
                 continue
             if self.peek() == end:
                 break
-            raise ValueError(f"output_schema: expected ',' after field {name!r} in DDL {self.text!r}")
-        return {"type": "object", "properties": props, "required": list(props),
-                "additionalProperties": False}
+            raise ValueError(
+                f"output_schema: expected ',' after field {name!r} in DDL {self.text!r}"
+            )
+        return {
+            "type": "object",
+            "properties": props,
+            "required": list(props),
+            "additionalProperties": False,
+        }
 
     def type(self, path: str) -> dict[str, Any]:
         word = self.take().lower()
@@ -101,8 +118,10 @@ class _DDL:
             if self.peek() and self.peek().startswith("("):  # type: ignore[union-attr]
                 self.take()  # varchar(10)
             return dict(_DDL_TYPES[word])
-        raise ValueError(f"output_schema field {path!r}: Spark type {word!r} has no JSON form; use "
-                         f"string, boolean, int, bigint, double, float, array<...> or struct<...>")
+        raise ValueError(
+            f"output_schema field {path!r}: Spark type {word!r} has no JSON form; use "
+            f"string, boolean, int, bigint, double, float, array<...> or struct<...>"
+        )
 
 
 def parse_ddl(text: str) -> dict[str, Any]:
@@ -129,10 +148,16 @@ def _inline_refs(node: Any, defs: Mapping[str, Any], depth: int = 0) -> Any:
             ref = str(node["$ref"])
             name = ref.rsplit("/", 1)[-1]
             if not ref.startswith("#/") or name not in defs:
-                raise ValueError(f"output_schema: only local $ref to $defs are supported, got {ref!r}")
+                raise ValueError(
+                    f"output_schema: only local $ref to $defs are supported, got {ref!r}"
+                )
             merged = {**defs[name], **{k: v for k, v in node.items() if k != "$ref"}}
             return _inline_refs(merged, defs, depth + 1)
-        return {k: _inline_refs(v, defs, depth) for k, v in node.items() if k not in ("$defs", "definitions")}
+        return {
+            k: _inline_refs(v, defs, depth)
+            for k, v in node.items()
+            if k not in ("$defs", "definitions")
+        }
     if isinstance(node, list):
         return [_inline_refs(v, defs, depth) for v in node]
     return node
@@ -169,13 +194,17 @@ def normalize_schema(value: Any) -> dict[str, Any]:
     elif isinstance(value, Mapping):
         schema = copy.deepcopy(dict(value))
     else:
-        raise ValueError(f"output_schema must be a Spark DDL string, a JSON Schema or a pydantic "
-                         f"model class, got {type(value).__name__}")
+        raise ValueError(
+            f"output_schema must be a Spark DDL string, a JSON Schema or a pydantic "
+            f"model class, got {type(value).__name__}"
+        )
     defs = {**schema.get("definitions", {}), **schema.get("$defs", {})}
     schema = _close_objects(_inline_refs(schema, defs))
     if schema.get("type") != "object" or not schema.get("properties"):
-        raise ValueError("output_schema must describe an object with properties (its fields "
-                         "become the result's columns)")
+        raise ValueError(
+            "output_schema must describe an object with properties (its fields "
+            "become the result's columns)"
+        )
     for drop in ("title", "$schema", "description"):
         schema.pop(drop, None)
     spark_type(schema)  # refuses what has no Spark type, naming the field
@@ -184,12 +213,14 @@ def normalize_schema(value: Any) -> dict[str, Any]:
 
 def grammar_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
     """The schema without hfspark's ``x-spark-type`` hints (what the grammar is compiled from)."""
+
     def strip(node: Any) -> Any:
         if isinstance(node, Mapping):
             return {k: strip(v) for k, v in node.items() if k != _HINT}
         if isinstance(node, list):
             return [strip(v) for v in node]
         return node
+
     return strip(schema)  # type: ignore[no-any-return]
 
 
@@ -201,8 +232,10 @@ def _split_null(schema: Mapping[str, Any], path: str) -> tuple[dict[str, Any], b
             alts = [a for a in s[key] if not (isinstance(a, Mapping) and a.get("type") == "null")]
             nullable = len(alts) < len(s[key])
             if len(alts) != 1:
-                raise ValueError(f"output_schema field {path!r}: {key} of several types has no Spark "
-                                 f"type; use one type (optionally nullable)")
+                raise ValueError(
+                    f"output_schema field {path!r}: {key} of several types has no Spark "
+                    f"type; use one type (optionally nullable)"
+                )
             rest = {k: v for k, v in s.items() if k != key}
             inner, more_null = _split_null({**rest, **alts[0]}, path)
             return inner, nullable or more_null
@@ -265,8 +298,10 @@ def _field_type(schema: Mapping[str, Any], path: str) -> tuple[DataType, bool]:
         return by_hint.get(str(hint), LongType()), nullable
     if t == "number":
         return (FloatType() if hint == "float" else DoubleType()), nullable
-    raise ValueError(f"output_schema field {path!r}: JSON type {t!r} has no Spark type; use "
-                     f"string, integer, number, boolean, array or object")
+    raise ValueError(
+        f"output_schema field {path!r}: JSON type {t!r} has no Spark type; use "
+        f"string, integer, number, boolean, array or object"
+    )
 
 
 def _struct(schema: Mapping[str, Any], path: str) -> StructType:
@@ -274,11 +309,15 @@ def _struct(schema: Mapping[str, Any], path: str) -> StructType:
 
     props = schema.get("properties")
     if not isinstance(props, Mapping) or not props:
-        raise ValueError(f"output_schema field {path or '(top level)'!r}: an object needs "
-                         f"'properties' (a free-form map has no struct type)")
+        raise ValueError(
+            f"output_schema field {path or '(top level)'!r}: an object needs "
+            f"'properties' (a free-form map has no struct type)"
+        )
     if isinstance(schema.get("additionalProperties"), Mapping):
-        raise ValueError(f"output_schema field {path or '(top level)'!r}: additionalProperties with "
-                         f"a schema (a map) is not supported; list the properties")
+        raise ValueError(
+            f"output_schema field {path or '(top level)'!r}: additionalProperties with "
+            f"a schema (a map) is not supported; list the properties"
+        )
     fields = []
     for name, sub in props.items():
         if not isinstance(sub, Mapping):

@@ -66,7 +66,9 @@ def model_limit(loaded: LoadedModel, cap: int = 512) -> int:
     return int(min(positions, cap)) if positions else cap
 
 
-def resolve_max_length(loaded: LoadedModel, requested: int | None, default: int | None = None) -> int:
+def resolve_max_length(
+    loaded: LoadedModel, requested: int | None, default: int | None = None
+) -> int:
     """The max_length a task uses: the option, else ``default``, capped at the model's limit.
 
     Raises:
@@ -149,8 +151,10 @@ def collate(loaded: LoadedModel, features: Sequence[Mapping[str, Any]]) -> dict[
     names = [k for k in wanted if k in features[0]]
     lengths = [len(f["input_ids"]) for f in features]
     width = max(lengths)
-    pad_values = {"input_ids": tok.pad_token_id or 0,
-                  "token_type_ids": getattr(tok, "pad_token_type_id", 0) or 0}
+    pad_values = {
+        "input_ids": tok.pad_token_id or 0,
+        "token_type_ids": getattr(tok, "pad_token_type_id", 0) or 0,
+    }
     out: dict[str, Any] = {}
     for key in names:
         arr = np.full((len(features), width), pad_values.get(key, 0), dtype=np.int64)
@@ -158,7 +162,9 @@ def collate(loaded: LoadedModel, features: Sequence[Mapping[str, Any]]) -> dict[
             arr[i, : lengths[i]] = f[key]
         out[key] = arr
     if "attention_mask" in wanted and "attention_mask" not in out:
-        out["attention_mask"] = (np.arange(width)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)
+        out["attention_mask"] = (np.arange(width)[None, :] < np.asarray(lengths)[:, None]).astype(
+            np.int64
+        )
     return {k: torch.from_numpy(v).to(loaded.device) for k, v in out.items()}
 
 

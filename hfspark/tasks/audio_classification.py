@@ -58,7 +58,10 @@ class AudioClassification(TaskAdapter):
     max_sort_window: ClassVar[int] = 256  # decoded media is large: sort fewer rows at once
     name: ClassVar[str] = "audio-classification"
     auto_model: ClassVar[str] = "AutoModelForAudioClassification"
-    architectures: ClassVar[tuple[str, ...]] = ("ForSequenceClassification", "ForAudioClassification")
+    architectures: ClassVar[tuple[str, ...]] = (
+        "ForSequenceClassification",
+        "ForAudioClassification",
+    )
     components: ClassVar[tuple[str, ...]] = ("feature_extractor",)
     input_fields: ClassVar[tuple[str, ...]] = AUDIO_FIELDS
     input_types: ClassVar[Mapping[str, tuple[str, ...]]] = AUDIO_TYPES
@@ -93,8 +96,14 @@ class AudioClassification(TaskAdapter):
         model, opts = loaded.model, self.options
         inputs = [extract(loaded.processor, x) for x in features]
         results: list[Any] = [None] * len(features)
-        for rows, kwargs in model_batches(model, loaded.processor, inputs, loaded.device, loaded.dtype):
+        for rows, kwargs in model_batches(
+            model, loaded.processor, inputs, loaded.device, loaded.dtype
+        ):
             logits = model(**kwargs).logits
-            for i, labels in zip(rows, top_labels(logits, model.config, opts.top_k, opts.function_to_apply), strict=True):
+            for i, labels in zip(
+                rows,
+                top_labels(logits, model.config, opts.top_k, opts.function_to_apply),
+                strict=True,
+            ):
                 results[i] = labels
         return results

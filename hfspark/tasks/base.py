@@ -139,8 +139,10 @@ class TaskAdapter(ABC):
         from pyspark.sql.types import StructType
 
         fields: dict[str, DataType]
-        if len(types) == 1 and isinstance(types[0], StructType) and "struct" not in self._accepted(
-            self.input_fields[0]
+        if (
+            len(types) == 1
+            and isinstance(types[0], StructType)
+            and "struct" not in self._accepted(self.input_fields[0])
         ):
             fields = {f.name: f.dataType for f in types[0].fields}
             missing = [
@@ -181,7 +183,9 @@ class TaskAdapter(ABC):
         return dict(params)
 
     # ---------------------------------------------------------------- executor side
-    def load(self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any) -> LoadedModel:
+    def load(
+        self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any
+    ) -> LoadedModel:
         """Load the model with :attr:`auto_model` and its processors; no remote code, no pickle."""
         import transformers
         from transformers import AutoConfig
@@ -197,11 +201,15 @@ class TaskAdapter(ABC):
         try:
             model = auto.from_pretrained(str(model_dir), **kwargs)
         except (OSError, ValueError) as e:
-            raise ModelValidationError(f"Cannot load the {self.name} model in {model_dir}: {e}") from e
+            raise ModelValidationError(
+                f"Cannot load the {self.name} model in {model_dir}: {e}"
+            ) from e
         if device_map is None:
             model = model.to(device)
         model.eval()
-        loaded = LoadedModel(model=model, device=getattr(model, "device", device), dtype=model.dtype)
+        loaded = LoadedModel(
+            model=model, device=getattr(model, "device", device), dtype=model.dtype
+        )
         for name in self.components:
             folder = components.get(name, model_dir)
             obj = _load_component(name, folder)

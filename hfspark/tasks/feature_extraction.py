@@ -94,7 +94,9 @@ class FeatureExtraction(TaskAdapter):
 
         return ArrayType(FloatType())
 
-    def load(self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any) -> LoadedModel:
+    def load(
+        self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any
+    ) -> LoadedModel:
         loaded = super().load(model_dir, components, device, dtype)
         if is_dual_encoder(loaded.model):
             return self._load_text_tower(loaded)
@@ -104,8 +106,12 @@ class FeatureExtraction(TaskAdapter):
         if pooling is None:
             st_pool = read_json(folders, "1_Pooling/config.json") or {}
             pooling = next(
-                (name for name in ("cls", "max", "mean") if st_pool.get(f"pooling_mode_{name}_token")
-                 or st_pool.get(f"pooling_mode_{name}_tokens")),
+                (
+                    name
+                    for name in ("cls", "max", "mean")
+                    if st_pool.get(f"pooling_mode_{name}_token")
+                    or st_pool.get(f"pooling_mode_{name}_tokens")
+                ),
                 "mean",
             )
         default = st_config.get("max_seq_length") or 512

@@ -95,7 +95,9 @@ class FillMask(TaskAdapter):
             )
         )
 
-    def load(self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any) -> LoadedModel:
+    def load(
+        self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any
+    ) -> LoadedModel:
         loaded = super().load(model_dir, components, device, dtype)
         tok = loaded.tokenizer
         if tok.mask_token_id is None:
@@ -131,7 +133,9 @@ class FillMask(TaskAdapter):
     def prepare(self, loaded: LoadedModel, items: list[str]) -> list[dict]:
         tok = loaded.tokenizer
         max_length = loaded.extras["max_length"]
-        enc = tok(items, padding=False, truncation=False, return_special_tokens_mask=True, verbose=False)
+        enc = tok(
+            items, padding=False, truncation=False, return_special_tokens_mask=True, verbose=False
+        )
         feats = split_rows(enc, [*tok.model_input_names, "special_tokens_mask"])
         for feat in feats:
             ids = np.asarray(feat["input_ids"])
@@ -208,5 +212,7 @@ def _target_ids(tok: Any, targets: tuple[str, ...]) -> list[int]:
         if tid not in ids:
             ids.append(tid)
     if not ids:
-        raise ConfigError(f"None of the fill-mask targets {list(targets)} is in the model's vocabulary.")
+        raise ConfigError(
+            f"None of the fill-mask targets {list(targets)} is in the model's vocabulary."
+        )
     return ids

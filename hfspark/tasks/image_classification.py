@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ImageClassification", "ImageClassificationOptions", "label_scores_type", "top_labels"]
 
+
 class ImageClassificationOptions(ImageOptions):
     """Options of image-classification.
 
@@ -43,7 +44,9 @@ def label_scores_type() -> DataType:
     """``array<struct<label string, score double>>``."""
     from pyspark.sql.types import ArrayType, DoubleType, StringType, StructField, StructType
 
-    return ArrayType(StructType([StructField("label", StringType()), StructField("score", DoubleType())]))
+    return ArrayType(
+        StructType([StructField("label", StringType()), StructField("score", DoubleType())])
+    )
 
 
 def top_labels(
@@ -70,7 +73,10 @@ def top_labels(
     values, ids = scores.topk(k, dim=-1)
     id2label = config.id2label
     return [
-        [{"label": str(id2label.get(i, i)), "score": float(v)} for v, i in zip(vs, row, strict=True)]
+        [
+            {"label": str(id2label.get(i, i)), "score": float(v)}
+            for v, i in zip(vs, row, strict=True)
+        ]
         for vs, row in zip(values.tolist(), ids.tolist(), strict=True)
     ]
 
@@ -80,7 +86,10 @@ class ImageClassification(ImageTask):
 
     name: ClassVar[str] = "image-classification"
     auto_model: ClassVar[str] = "AutoModelForImageClassification"
-    architectures: ClassVar[tuple[str, ...]] = ("ForImageClassification", "ForImageClassificationWithTeacher")
+    architectures: ClassVar[tuple[str, ...]] = (
+        "ForImageClassification",
+        "ForImageClassificationWithTeacher",
+    )
     Options: ClassVar[type[ImageClassificationOptions]] = ImageClassificationOptions
     options: ImageClassificationOptions
 
@@ -95,7 +104,9 @@ class ImageClassification(ImageTask):
         results: list[Any] = [None] * len(features)
         for rows in groups_by_shape(features):  # processors may keep aspect ratios
             logits = model(pixel_values=pixel_batch(loaded, [features[i] for i in rows])).logits
-            labels = top_labels(logits, model.config, self.options.top_k, self.options.function_to_apply)
+            labels = top_labels(
+                logits, model.config, self.options.top_k, self.options.function_to_apply
+            )
             for i, out in zip(rows, labels, strict=True):
                 results[i] = out
         return results

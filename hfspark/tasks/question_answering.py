@@ -96,7 +96,9 @@ class QuestionAnswering(TaskAdapter):
             ]
         )
 
-    def load(self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any) -> LoadedModel:
+    def load(
+        self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any
+    ) -> LoadedModel:
         loaded = super().load(model_dir, components, device, dtype)
         check_fast(loaded, self.name)
         tok = loaded.tokenizer
@@ -117,7 +119,10 @@ class QuestionAnswering(TaskAdapter):
 
     def convert(self, value: Any) -> tuple[str, str]:
         row = fields_of(value, self.input_fields)
-        question, context = require_text(row["question"], "question"), require_text(row["context"], "context")
+        question, context = (
+            require_text(row["question"], "question"),
+            require_text(row["context"], "context"),
+        )
         for field, text in (("question", question), ("context", context)):
             if not text.strip():
                 raise RowError(f"input {field!r} is empty: there is nothing to answer from")
@@ -170,7 +175,9 @@ class QuestionAnswering(TaskAdapter):
         p_end = out.end_logits.float().masked_fill(~allowed, _MASKED).softmax(dim=-1)
         null = p_start[:, 0] * p_end[:, 0]
         p_start, p_end = p_start * ctx, p_end * ctx  # CLS (and everything else) out of the spans
-        span_score, span_start, span_len = _best_spans(p_start, p_end, ctx, self.options.max_answer_len)
+        span_score, span_start, span_len = _best_spans(
+            p_start, p_end, ctx, self.options.max_answer_len
+        )
         span_score, span_start, span_len, null = (  # type: ignore[assignment]  # tensors -> arrays
             t.cpu().numpy() for t in (span_score, span_start, span_len, null)
         )
@@ -238,7 +245,9 @@ def _best_spans(
     ctx_padded = torch.nn.functional.pad(ctx, (0, span))
     # (windows, start i, length d): the pipeline's upper band of the start x end outer product
     ends = torch.stack([end_padded[:, d : d + width] for d in range(span)], dim=-1)
-    valid = torch.stack([ctx_padded[:, d : d + width] for d in range(span)], dim=-1) & ctx[..., None]
+    valid = (
+        torch.stack([ctx_padded[:, d : d + width] for d in range(span)], dim=-1) & ctx[..., None]
+    )
     scores = torch.where(valid, p_start[..., None] * ends, torch.full_like(ends, -1.0))
     best, flat = scores.reshape(n_win, -1).max(dim=-1)
     return best, flat // span, flat % span

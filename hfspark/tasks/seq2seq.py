@@ -44,9 +44,21 @@ __all__ = [
 
 # ISO codes -> the English names T5-style prefixes use ("translate English to German: ").
 _LANGUAGE_NAMES = {
-    "en": "English", "de": "German", "fr": "French", "ro": "Romanian", "es": "Spanish",
-    "it": "Italian", "pt": "Portuguese", "nl": "Dutch", "ru": "Russian", "zh": "Chinese",
-    "ja": "Japanese", "ko": "Korean", "ar": "Arabic", "pl": "Polish", "sv": "Swedish",
+    "en": "English",
+    "de": "German",
+    "fr": "French",
+    "ro": "Romanian",
+    "es": "Spanish",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "nl": "Dutch",
+    "ru": "Russian",
+    "zh": "Chinese",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "ar": "Arabic",
+    "pl": "Polish",
+    "sv": "Swedish",
 }
 
 
@@ -83,7 +95,9 @@ class Seq2SeqGeneration(LLMAdapter):
     #: key of ``config.task_specific_params`` holding the default prefix (None: no default).
     task_params_key: ClassVar[str | None] = None
 
-    def load(self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any) -> LoadedModel:
+    def load(
+        self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any
+    ) -> LoadedModel:
         loaded = super().load(model_dir, components, device, dtype)
         model, tok = loaded.model, loaded.tokenizer
         if not getattr(model.config, "is_encoder_decoder", False):
@@ -134,19 +148,32 @@ class Seq2SeqGeneration(LLMAdapter):
         model, tok, ex = loaded.model, loaded.tokenizer, loaded.extras
         inputs = [f["input_ids"] for f in features]
         ids, mask = pad_batch(inputs, ex["pad_id"], "right", loaded.device)
-        kwargs = {**generate_kwargs(self.options, model, ex["pad_id"], inputs, tok), **ex["generate"]}
+        kwargs = {
+            **generate_kwargs(self.options, model, ex["pad_id"], inputs, tok),
+            **ex["generate"],
+        }
         grammar = self.constraint_processors(loaded, len(inputs))
         if grammar:
-            kwargs["logits_processor"] = LogitsProcessorList([*grammar, *kwargs.get("logits_processor", [])])
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [*grammar, *kwargs.get("logits_processor", [])]
+            )
         ex["generated_rows"] = ex.get("generated_rows", 0) + len(inputs)
         out = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
         new = out[:, 1:].tolist()  # drop the decoder start token
         forced_at = forced_eos_budget(kwargs, model, 1)
         return [
-            self.finish_result(finish_row(
-                row, eos_ids=ex["eos_ids"], tokenizer=tok, stop=self.options.stop,
-                prompt_tokens=len(inp), pad_id=ex["pad_id"], forced_eos_at=forced_at,
-            ), forced_at or kwargs.get("max_new_tokens"))
+            self.finish_result(
+                finish_row(
+                    row,
+                    eos_ids=ex["eos_ids"],
+                    tokenizer=tok,
+                    stop=self.options.stop,
+                    prompt_tokens=len(inp),
+                    pad_id=ex["pad_id"],
+                    forced_eos_at=forced_at,
+                ),
+                forced_at or kwargs.get("max_new_tokens"),
+            )
             for row, inp in zip(new, inputs, strict=True)
         ]
 
@@ -171,7 +198,9 @@ class Translation(Seq2SeqGeneration):
     Options: ClassVar[type[TranslationOptions]] = TranslationOptions
     options: TranslationOptions
 
-    def load(self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any) -> LoadedModel:
+    def load(
+        self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any
+    ) -> LoadedModel:
         loaded = super().load(model_dir, components, device, dtype)
         tok, src, tgt = loaded.tokenizer, self.options.source_lang, self.options.target_lang
         if hasattr(tok, "src_lang"):  # multilingual tokenizer (NLLB, M2M100, mBART-50...)

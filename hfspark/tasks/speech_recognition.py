@@ -89,7 +89,9 @@ class SpeechRecognition(TaskAdapter):
     name: ClassVar[str] = "automatic-speech-recognition"
     auto_model: ClassVar[str] = "AutoModelForSpeechSeq2Seq"  # or AutoModelForCTC, see load()
     architectures: ClassVar[tuple[str, ...]] = (
-        "ForConditionalGeneration", "ForCTC", "SpeechEncoderDecoderModel",
+        "ForConditionalGeneration",
+        "ForCTC",
+        "SpeechEncoderDecoderModel",
     )
     components: ClassVar[tuple[str, ...]] = ("feature_extractor", "tokenizer")
     input_fields: ClassVar[tuple[str, ...]] = AUDIO_FIELDS
@@ -100,21 +102,31 @@ class SpeechRecognition(TaskAdapter):
     def output_type(self) -> DataType:
         from pyspark.sql.types import ArrayType, DoubleType, StringType, StructField, StructType
 
-        chunk = StructType([
-            StructField("text", StringType()),
-            StructField("start", DoubleType()),
-            StructField("end", DoubleType()),
-        ])
-        return StructType([StructField("text", StringType()), StructField("chunks", ArrayType(chunk))])
+        chunk = StructType(
+            [
+                StructField("text", StringType()),
+                StructField("start", DoubleType()),
+                StructField("end", DoubleType()),
+            ]
+        )
+        return StructType(
+            [StructField("text", StringType()), StructField("chunks", ArrayType(chunk))]
+        )
 
     @classmethod
     def auto_model_for(cls, config: Any) -> str:
         """CTC models (wav2vec2...) load with AutoModelForCTC, the others as speech seq2seq."""
         from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES
 
-        return "AutoModelForCTC" if config.model_type in MODEL_FOR_CTC_MAPPING_NAMES else cls.auto_model
+        return (
+            "AutoModelForCTC"
+            if config.model_type in MODEL_FOR_CTC_MAPPING_NAMES
+            else cls.auto_model
+        )
 
-    def load(self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any) -> LoadedModel:
+    def load(
+        self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any
+    ) -> LoadedModel:
         kind = _model_kind(model_dir)
         loaded = super().load(model_dir, components, device, dtype)
         fe, opts = loaded.processor, self.options
@@ -127,7 +139,12 @@ class SpeechRecognition(TaskAdapter):
         if kind == "seq2seq" and ts:
             raise ConfigError("only Whisper and CTC models return timestamps")
         positions = getattr(loaded.model.config, "max_target_positions", None)
-        if kind == "whisper" and opts.max_new_tokens and positions and opts.max_new_tokens > positions - 4:
+        if (
+            kind == "whisper"
+            and opts.max_new_tokens
+            and positions
+            and opts.max_new_tokens > positions - 4
+        ):
             raise ConfigError(
                 f"max_new_tokens={opts.max_new_tokens} is over what this Whisper decoder holds "
                 f"({positions} positions, 4 of them for its prompt)"
@@ -136,17 +153,24 @@ class SpeechRecognition(TaskAdapter):
         if kind == "whisper":
             window = float(getattr(fe, "chunk_length", _DEFAULT_CHUNK_S))
             if opts.chunk_length_s is not None and chunk_s > window:
-                raise ConfigError(f"Whisper hears at most {window:g} s at once: chunk_length_s <= {window:g}")
+                raise ConfigError(
+                    f"Whisper hears at most {window:g} s at once: chunk_length_s <= {window:g}"
+                )
             chunk_s = min(chunk_s, window)
         stride_s = opts.stride_length_s if opts.stride_length_s is not None else chunk_s / 6
-        align = int(getattr(loaded.model.config, "inputs_to_logits_ratio", 1)) if kind == "ctc" else 1
+        align = (
+            int(getattr(loaded.model.config, "inputs_to_logits_ratio", 1)) if kind == "ctc" else 1
+        )
         rate = int(fe.sampling_rate)
         chunk_len = int(round(chunk_s * rate / align)) * align
         stride = int(round(stride_s * rate / align)) * align
         if chunk_len <= 2 * stride:
             raise ConfigError("stride_length_s is too long for chunk_length_s")
         loaded.extras.update(
-            kind=kind, align=align, chunk_len=chunk_len, stride=stride,
+            kind=kind,
+            align=align,
+            chunk_len=chunk_len,
+            stride=stride,
             min_samples=min_samples(loaded.model.config) if kind == "ctc" else 1,
         )
         return loaded
@@ -211,7 +235,9 @@ class SpeechRecognition(TaskAdapter):
                 out[r] = seq
         return out
 
-    def _decode_whisper(self, loaded: LoadedModel, feature: dict[str, Any], tokens: list[list[int]]) -> dict[str, Any]:
+    def _decode_whisper(
+        self, loaded: LoadedModel, feature: dict[str, Any], tokens: list[list[int]]
+    ) -> dict[str, Any]:
         rate = float(loaded.processor.sampling_rate)
         outputs = []
         for seq, stride in zip(tokens, feature["strides"], strict=True):
@@ -222,19 +248,29 @@ class SpeechRecognition(TaskAdapter):
         fe = loaded.processor
         precision = float(fe.chunk_length) / loaded.model.config.max_source_positions
         text, optional = loaded.tokenizer._decode_asr(
-            outputs, return_timestamps=bool(self.options.return_timestamps),
-            return_language=None, time_precision=precision,
+            outputs,
+            return_timestamps=bool(self.options.return_timestamps),
+            return_language=None,
+            time_precision=precision,
         )
         chunks = [
-            {"text": c["text"].strip(), "start": _seconds(c["timestamp"][0]), "end": _seconds(c["timestamp"][1])}
+            {
+                "text": c["text"].strip(),
+                "start": _seconds(c["timestamp"][0]),
+                "end": _seconds(c["timestamp"][1]),
+            }
             for c in optional.get("chunks", [])
         ]
         return {"text": text.strip(), "chunks": chunks}
 
     # ---------------------------------------------------------------------- CTC
     def _ctc_tokens(
-        self, loaded: LoadedModel, features: list[dict[str, Any]], flat: list[tuple[int, int]],
-        inputs: list[np.ndarray], cap: int,
+        self,
+        loaded: LoadedModel,
+        features: list[dict[str, Any]],
+        flat: list[tuple[int, int]],
+        inputs: list[np.ndarray],
+        cap: int,
     ) -> list[list[int]]:
         model, align = loaded.model, loaded.extras["align"]
         out: list[list[int]] = [[] for _ in inputs]
@@ -252,10 +288,12 @@ class SpeechRecognition(TaskAdapter):
                 token_n = int(round(n / align))
                 left_t = int(round(left / n * token_n))
                 right_t = int(round(right / n * token_n))
-                out[r] = ids[k][: frames[k]][left_t: token_n - right_t]
+                out[r] = ids[k][: frames[k]][left_t : token_n - right_t]
         return out
 
-    def _decode_ctc(self, loaded: LoadedModel, feature: dict[str, Any], tokens: list[list[int]]) -> dict[str, Any]:
+    def _decode_ctc(
+        self, loaded: LoadedModel, feature: dict[str, Any], tokens: list[list[int]]
+    ) -> dict[str, Any]:
         tok, ts = loaded.tokenizer, self.options.return_timestamps
         ids = [t for chunk in tokens for t in chunk]
         if not ts:
@@ -264,13 +302,19 @@ class SpeechRecognition(TaskAdapter):
         decoded = tok.decode(ids, **{f"output_{unit}_offsets": True})
         seconds = loaded.extras["align"] / float(loaded.processor.sampling_rate)
         chunks = [
-            {"text": o[unit], "start": o["start_offset"] * seconds, "end": o["end_offset"] * seconds}
+            {
+                "text": o[unit],
+                "start": o["start_offset"] * seconds,
+                "end": o["end_offset"] * seconds,
+            }
             for o in decoded[f"{unit}_offsets"]
         ]
         return {"text": decoded["text"], "chunks": chunks}
 
 
-def _decode_seq2seq(loaded: LoadedModel, feature: dict[str, Any], tokens: list[list[int]]) -> dict[str, Any]:
+def _decode_seq2seq(
+    loaded: LoadedModel, feature: dict[str, Any], tokens: list[list[int]]
+) -> dict[str, Any]:
     """Other speech seq2seq models: decode each chunk and join the texts."""
     texts = [loaded.tokenizer.decode(seq, skip_special_tokens=True).strip() for seq in tokens]
     return {"text": " ".join(t for t in texts if t), "chunks": []}
@@ -289,7 +333,7 @@ def _chunks(
     chunks, strides = [], []
     step = chunk_len - left - right
     for start in range(0, len(x), step):
-        chunk = x[start:start + chunk_len]
+        chunk = x[start : start + chunk_len]
         last = start + chunk_len >= len(x)
         stride = (len(chunk), 0 if start == 0 else left, 0 if last else right)
         if len(chunk) > stride[1]:

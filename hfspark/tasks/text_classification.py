@@ -101,7 +101,9 @@ class TextClassification(TaskAdapter):
         item = StructType([StructField("label", StringType()), StructField("score", DoubleType())])
         return StructType([*item.fields, StructField("scores", ArrayType(item))])
 
-    def load(self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any) -> LoadedModel:
+    def load(
+        self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any
+    ) -> LoadedModel:
         loaded = super().load(model_dir, components, device, dtype)
         if self.options.prune_last_layer:
             loaded.extras["pruned"] = prune_last_layer(loaded.model)
@@ -135,6 +137,8 @@ class TextClassification(TaskAdapter):
         labels = loaded.extras["labels"]
         out = []
         for vals, idx in zip(values[:, :k].tolist(), order[:, :k].tolist(), strict=True):
-            ranked = [{"label": labels[i], "score": float(v)} for i, v in zip(idx, vals, strict=True)]
+            ranked = [
+                {"label": labels[i], "score": float(v)} for i, v in zip(idx, vals, strict=True)
+            ]
             out.append({"label": ranked[0]["label"], "score": ranked[0]["score"], "scores": ranked})
         return out

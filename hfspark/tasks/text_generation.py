@@ -42,7 +42,13 @@ __all__ = ["TextGeneration", "TextGenerationOptions", "CHAT_ROLES"]
 #: roles a chat message may have.
 CHAT_ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 
-_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+_CONTEXT_KEYS = (
+    "max_position_embeddings",
+    "n_positions",
+    "max_sequence_length",
+    "seq_length",
+    "n_ctx",
+)
 
 
 class TextGenerationOptions(LLMOptions):
@@ -79,7 +85,9 @@ class TextGeneration(LLMAdapter):
                     f"content string>>, got {dtype.simpleString()}."
                 )
 
-    def load(self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any) -> LoadedModel:
+    def load(
+        self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any
+    ) -> LoadedModel:
         loaded = super().load(model_dir, components, device, dtype)
         model, tok = loaded.model, loaded.tokenizer
         config = model.generation_config
@@ -133,7 +141,9 @@ class TextGeneration(LLMAdapter):
                 if bos is None:
                     bos = loaded.model.generation_config.bos_token_id
                 if not isinstance(bos, int):
-                    raise RowError("the prompt is empty and the model has no start token to begin from")
+                    raise RowError(
+                        "the prompt is empty and the model has no start token to begin from"
+                    )
                 ids = [bos]
             limit = ex["prompt_limit"]
             if limit is not None and len(ids) > limit:
@@ -172,16 +182,26 @@ class TextGeneration(LLMAdapter):
         kwargs = generate_kwargs(self.options, model, ex["pad_id"], prompts, tok)
         grammar = self.constraint_processors(loaded, len(prompts))
         if grammar:
-            kwargs["logits_processor"] = LogitsProcessorList([*grammar, *kwargs.get("logits_processor", [])])
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [*grammar, *kwargs.get("logits_processor", [])]
+            )
         ex["generated_rows"] = ex.get("generated_rows", 0) + len(prompts)
         out = model.generate(input_ids=ids, attention_mask=mask, **cache, **kwargs)
-        new = out[:, ids.shape[1]:].tolist()
+        new = out[:, ids.shape[1] :].tolist()
         forced_at = forced_eos_budget(kwargs, model, ids.shape[1])
         return [
-            self.finish_result(finish_row(
-                row, eos_ids=ex["eos_ids"], tokenizer=tok, stop=self.options.stop,
-                prompt_tokens=len(prompt), pad_id=ex["pad_id"], forced_eos_at=forced_at,
-            ), kwargs.get("max_new_tokens", ex["max_new_tokens"]))
+            self.finish_result(
+                finish_row(
+                    row,
+                    eos_ids=ex["eos_ids"],
+                    tokenizer=tok,
+                    stop=self.options.stop,
+                    prompt_tokens=len(prompt),
+                    pad_id=ex["pad_id"],
+                    forced_eos_at=forced_at,
+                ),
+                kwargs.get("max_new_tokens", ex["max_new_tokens"]),
+            )
             for row, prompt in zip(new, prompts, strict=True)
         ]
 
@@ -199,7 +219,9 @@ def _messages(value: Sequence[Any]) -> list[dict[str, str]]:
         if hasattr(msg, "asDict"):
             msg = msg.asDict()
         if not isinstance(msg, Mapping):
-            raise RowError(f"chat message {i} must be a struct<role, content>, got {type(msg).__name__}")
+            raise RowError(
+                f"chat message {i} must be a struct<role, content>, got {type(msg).__name__}"
+            )
         role, content = msg.get("role"), msg.get("content")
         if role not in CHAT_ROLES:
             raise RowError(
@@ -223,8 +245,11 @@ def _chat_ids(tok: Any, messages: list[dict[str, str]]) -> list[int]:
     cont = messages[-1]["role"] == "assistant"
     try:
         enc = tok.apply_chat_template(
-            messages, add_generation_prompt=not cont, continue_final_message=cont,
-            tokenize=True, return_dict=True,
+            messages,
+            add_generation_prompt=not cont,
+            continue_final_message=cont,
+            tokenize=True,
+            return_dict=True,
         )
     except Exception as e:  # noqa: BLE001 - jinja raises for chats the template refuses
         raise RowError(f"the chat template refused these messages: {e}") from e
@@ -235,8 +260,8 @@ def _chat_ids(tok: Any, messages: list[dict[str, str]]) -> list[int]:
 def _truncate_left(ids: list[int], limit: int, bos: int | None) -> list[int]:
     """Keep the last ``limit`` tokens, and the leading start token if there was one."""
     if bos is not None and ids and ids[0] == bos and limit > 1:
-        return [bos, *ids[len(ids) - limit + 1:]]
-    return ids[len(ids) - limit:]
+        return [bos, *ids[len(ids) - limit + 1 :]]
+    return ids[len(ids) - limit :]
 
 
 def _context_length(config: Any, tok: Any) -> int | None:

@@ -99,7 +99,9 @@ class TokenClassification(TaskAdapter):
             )
         )
 
-    def load(self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any) -> LoadedModel:
+    def load(
+        self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any
+    ) -> LoadedModel:
         loaded = super().load(model_dir, components, device, dtype)
         check_fast(loaded, self.name)
         labels = labels_of(loaded)
@@ -163,7 +165,10 @@ class TokenClassification(TaskAdapter):
         else:
             label, score, first, last = _word_scores(probs, feat["word_ids"], keep, unk, strategy)
             words = np.array(
-                [tok.convert_tokens_to_string(list(tokens[a : b + 1])) for a, b in zip(first, last, strict=True)],
+                [
+                    tok.convert_tokens_to_string(list(tokens[a : b + 1]))
+                    for a, b in zip(first, last, strict=True)
+                ],
                 dtype=object,
             )
             starts, ends = offsets[first, 0], offsets[last, 1]

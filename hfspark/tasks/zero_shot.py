@@ -161,12 +161,16 @@ class ZeroShotClassification(TaskAdapter):
     def output_type(self) -> DataType:
         return labels_scores_type()
 
-    def load(self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any) -> LoadedModel:
+    def load(
+        self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any
+    ) -> LoadedModel:
         loaded = super().load(model_dir, components, device, dtype)
         if self.options.prune_last_layer:
             loaded.extras["pruned"] = prune_last_layer(loaded.model)
         label2id = dict(loaded.model.config.label2id or {})
-        entail = next((int(i) for lab, i in label2id.items() if str(lab).lower().startswith("entail")), None)
+        entail = next(
+            (int(i) for lab, i in label2id.items() if str(lab).lower().startswith("entail")), None
+        )
         if entail is None:
             raise ModelValidationError(
                 f"The model in {model_dir} is not an NLI model zero-shot classification can use: "

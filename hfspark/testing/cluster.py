@@ -39,8 +39,17 @@ from typing import Any, Self
 
 from hfspark.errors import ClusterError
 
-__all__ = ["QUICK_JVM_OPTS", "ClusterError", "StandaloneCluster", "ConnectServer", "submit",
-           "submit_command", "spark_home", "process_tree", "still_running"]
+__all__ = [
+    "QUICK_JVM_OPTS",
+    "ClusterError",
+    "StandaloneCluster",
+    "ConnectServer",
+    "submit",
+    "submit_command",
+    "spark_home",
+    "process_tree",
+    "still_running",
+]
 
 LOOPBACK = "127.0.0.1"
 # C1 JIT only, one GC thread: half the CPU time of short runs on small machines (tests), slower
@@ -74,10 +83,16 @@ def _driver_conf(conf: Mapping[str, Any] | None) -> tuple[list[str], dict[str, s
 
     user = {k: str(v) for k, v in (conf or {}).items()}
     user_jars = [j for j in user.pop("spark.jars", "").split(",") if j]
-    merged = spark_conf({"spark.driver.host": LOOPBACK, "spark.driver.bindAddress": LOOPBACK,
-                         "spark.pyspark.python": sys.executable,
-                         "spark.pyspark.driver.python": sys.executable,
-                         "spark.executorEnv.PYSPARK_PYTHON": sys.executable, **user})
+    merged = spark_conf(
+        {
+            "spark.driver.host": LOOPBACK,
+            "spark.driver.bindAddress": LOOPBACK,
+            "spark.pyspark.python": sys.executable,
+            "spark.pyspark.driver.python": sys.executable,
+            "spark.executorEnv.PYSPARK_PYTHON": sys.executable,
+            **user,
+        }
+    )
     return merged.pop("spark.jars").split(",") + user_jars, merged
 
 
@@ -97,9 +112,15 @@ def _launch(cmd: Sequence[str], env: Mapping[str, str], log: Path | None) -> sub
     """Start ``cmd`` in a new session; output to ``log`` (or pipes when None)."""
     with open(log, "ab") if log else nullcontext() as sink:  # the child keeps its own copy
         proc = subprocess.Popen(
-            list(cmd), stdin=subprocess.DEVNULL, stdout=sink or subprocess.PIPE,
-            stderr=subprocess.STDOUT if sink else subprocess.PIPE, text=sink is None,
-            env=dict(env), start_new_session=True, preexec_fn=_die_with_parent())
+            list(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=sink or subprocess.PIPE,
+            stderr=subprocess.STDOUT if sink else subprocess.PIPE,
+            text=sink is None,
+            env=dict(env),
+            start_new_session=True,
+            preexec_fn=_die_with_parent(),
+        )
     if not _LIVE:  # (dict operations are atomic: no lock needed)
         atexit.unregister(_stop_leftovers)
         atexit.register(_stop_leftovers)
@@ -116,7 +137,7 @@ def _stat(pid: int) -> tuple[str, int, int] | None:
     """(state, parent pid, start time) of a process from /proc, or None when it is gone."""
     with suppress(OSError):
         raw = Path(f"/proc/{pid}/stat").read_text()
-        fields = raw[raw.rfind(")") + 2:].split()  # after "pid (command name) "
+        fields = raw[raw.rfind(")") + 2 :].split()  # after "pid (command name) "
         return fields[0], int(fields[1]), int(fields[19])
     return None
 
@@ -150,8 +171,11 @@ def still_running(tree: Mapping[int, int]) -> list[int]:
         >>> still_running(tree)                               # doctest: +SKIP
         []
     """
-    return [pid for pid, started in tree.items()
-            if (st := _stat(pid)) is not None and st[0] != "Z" and st[2] == started]
+    return [
+        pid
+        for pid, started in tree.items()
+        if (st := _stat(pid)) is not None and st[0] != "Z" and st[2] == started
+    ]
 
 
 def _killpg(pid: int, sig: int) -> None:
@@ -191,13 +215,17 @@ def _tail(text: str | Path | None, lines: int = 40) -> str:
     return "\n".join((text or "").splitlines()[-lines:])
 
 
-def _wait_log(proc: subprocess.Popen, log: Path, pattern: str, what: str, timeout: float) -> re.Match:
+def _wait_log(
+    proc: subprocess.Popen, log: Path, pattern: str, what: str, timeout: float
+) -> re.Match:
     """Wait until ``pattern`` shows up in ``log``; fail early when the process exits."""
     deadline = time.monotonic() + timeout
     while not (match := re.search(pattern, log.read_text(errors="replace"))):
         if proc.poll() is not None:
-            raise ClusterError(f"{what} exited with code {proc.returncode} while starting; "
-                               f"log {log}:\n{_tail(log)}")
+            raise ClusterError(
+                f"{what} exited with code {proc.returncode} while starting; "
+                f"log {log}:\n{_tail(log)}"
+            )
         if time.monotonic() > deadline:
             raise ClusterError(f"{what} did not start in {timeout:.0f}s; log {log}:\n{_tail(log)}")
         time.sleep(0.2)
@@ -209,8 +237,9 @@ class _Servers:
 
     name = "spark"
 
-    def __init__(self, work_dir: str | Path | None, start_timeout: float,
-                 env: Mapping[str, str] | None) -> None:
+    def __init__(
+        self, work_dir: str | Path | None, start_timeout: float, env: Mapping[str, str] | None
+    ) -> None:
         self._own_dir = work_dir is None
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix=f"hfspark-{self.name}-"))
         self.start_timeout = start_timeout
@@ -274,9 +303,16 @@ class StandaloneCluster(_Servers):
 
     name = "cluster"
 
-    def __init__(self, workers: int = 2, *, cores: int = 1, memory: str = "2g",
-                 work_dir: str | Path | None = None, start_timeout: float = 120.0,
-                 env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workers: int = 2,
+        *,
+        cores: int = 1,
+        memory: str = "2g",
+        work_dir: str | Path | None = None,
+        start_timeout: float = 120.0,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(work_dir, start_timeout, env)
         self.workers, self.cores, self.memory = workers, cores, memory
         self._url: str | None = None
@@ -287,34 +323,76 @@ class StandaloneCluster(_Servers):
         klass = str(spark_home() / "bin" / "spark-class")
         opts = f"{self.env.get('SPARK_MASTER_OPTS', '')} -Dspark.master.rest.enabled=false"
         self.env["SPARK_MASTER_OPTS"] = opts.strip()  # else its REST server takes port 6066
-        proc, log = self._launch("master", [
-            klass, "org.apache.spark.deploy.master.Master", "--host", LOOPBACK, "--port", "0",
-            "--webui-port", "0"])
-        match = _wait_log(proc, log, r"(?s)Spark master at (spark://\S+).*'MasterUI' on port (\d+)",
-                          "the Spark master", self.start_timeout)
+        proc, log = self._launch(
+            "master",
+            [
+                klass,
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                LOOPBACK,
+                "--port",
+                "0",
+                "--webui-port",
+                "0",
+            ],
+        )
+        match = _wait_log(
+            proc,
+            log,
+            r"(?s)Spark master at (spark://\S+).*'MasterUI' on port (\d+)",
+            "the Spark master",
+            self.start_timeout,
+        )
         self._url, self.web_url = match[1], f"http://{LOOPBACK}:{match[2]}"
-        started = [self._launch(f"worker-{i}", [
-            klass, "org.apache.spark.deploy.worker.Worker", self._url, "--host", LOOPBACK,
-            "--port", "0", "--webui-port", "0", "--cores", str(self.cores),
-            "--memory", self.memory, "--work-dir", str(self.work_dir / f"worker-{i}")])
-            for i in range(self.workers)]
+        started = [
+            self._launch(
+                f"worker-{i}",
+                [
+                    klass,
+                    "org.apache.spark.deploy.worker.Worker",
+                    self._url,
+                    "--host",
+                    LOOPBACK,
+                    "--port",
+                    "0",
+                    "--webui-port",
+                    "0",
+                    "--cores",
+                    str(self.cores),
+                    "--memory",
+                    self.memory,
+                    "--work-dir",
+                    str(self.work_dir / f"worker-{i}"),
+                ],
+            )
+            for i in range(self.workers)
+        ]
         for i, (wproc, wlog) in enumerate(started):
-            port = _wait_log(wproc, wlog, r"service 'sparkWorker' on port (\d+)",
-                             f"Spark worker {i}", self.start_timeout)[1]
+            port = _wait_log(
+                wproc,
+                wlog,
+                r"service 'sparkWorker' on port (\d+)",
+                f"Spark worker {i}",
+                self.start_timeout,
+            )[1]
             self._workers.append((wproc, wlog, int(port)))
         deadline, want = time.monotonic() + self.start_timeout, {p for *_, p in self._workers}
         while True:  # until the master lists every worker ALIVE
             for i, (proc, log, _) in enumerate(self._workers):
                 if proc.poll() is not None:
-                    raise ClusterError(f"Spark worker {i} exited with code {proc.returncode}; "
-                                       f"log {log}:\n{_tail(log)}")
+                    raise ClusterError(
+                        f"Spark worker {i} exited with code {proc.returncode}; "
+                        f"log {log}:\n{_tail(log)}"
+                    )
             alive = {w["port"] for w in self.status()["workers"] if w["state"] == "ALIVE"}
             if want <= alive:
                 return
             if time.monotonic() > deadline:
                 log = self.work_dir / "logs" / "master.log"
-                raise ClusterError(f"only {len(want & alive)} of {len(want)} workers are ALIVE "
-                                   f"after {self.start_timeout:.0f}s; log {log}:\n{_tail(log)}")
+                raise ClusterError(
+                    f"only {len(want & alive)} of {len(want)} workers are ALIVE "
+                    f"after {self.start_timeout:.0f}s; log {log}:\n{_tail(log)}"
+                )
             time.sleep(0.25)
 
     @property
@@ -364,22 +442,51 @@ class ConnectServer(_Servers):
 
     name = "connect"
 
-    def __init__(self, *, master: str = "local[2]", port: int = 0,
-                 conf: Mapping[str, Any] | None = None, work_dir: str | Path | None = None,
-                 start_timeout: float = 120.0, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        master: str = "local[2]",
+        port: int = 0,
+        conf: Mapping[str, Any] | None = None,
+        work_dir: str | Path | None = None,
+        start_timeout: float = 120.0,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(work_dir, start_timeout, env)
         self.master, self.port, self.conf = master, port, dict(conf or {})
         self._url: str | None = None
 
     def _start(self) -> None:
-        jars, conf = _driver_conf({"spark.connect.grpc.binding.address": LOOPBACK,
-                                   "spark.connect.grpc.binding.port": self.port, **self.conf})
-        proc, log = self._launch("connect", [
-            str(spark_home() / "bin" / "spark-submit"), "--class", _CONNECT_CLASS,
-            "--master", self.master, "--name", "hfspark-connect", "--jars", ",".join(jars),
-            *_conf_args(conf), "spark-internal"])
-        match = _wait_log(proc, log, r"Spark Connect server started at: (\S+):(\d+)",
-                          "the Spark Connect server", self.start_timeout)
+        jars, conf = _driver_conf(
+            {
+                "spark.connect.grpc.binding.address": LOOPBACK,
+                "spark.connect.grpc.binding.port": self.port,
+                **self.conf,
+            }
+        )
+        proc, log = self._launch(
+            "connect",
+            [
+                str(spark_home() / "bin" / "spark-submit"),
+                "--class",
+                _CONNECT_CLASS,
+                "--master",
+                self.master,
+                "--name",
+                "hfspark-connect",
+                "--jars",
+                ",".join(jars),
+                *_conf_args(conf),
+                "spark-internal",
+            ],
+        )
+        match = _wait_log(
+            proc,
+            log,
+            r"Spark Connect server started at: (\S+):(\d+)",
+            "the Spark Connect server",
+            self.start_timeout,
+        )
         self.port, self._url = int(match[2]), f"sc://{LOOPBACK}:{match[2]}"
         from pyspark.sql import SparkSession
 
@@ -400,8 +507,10 @@ class ConnectServer(_Servers):
                 return
             except Exception as e:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise ClusterError(f"the Spark Connect server at {self.url} does not answer "
-                                       f"({e}); log {log}:\n{_tail(log)}") from e
+                    raise ClusterError(
+                        f"the Spark Connect server at {self.url} does not answer "
+                        f"({e}); log {log}:\n{_tail(log)}"
+                    ) from e
                 time.sleep(0.5)
 
     @property
@@ -412,22 +521,43 @@ class ConnectServer(_Servers):
         return self._url
 
 
-def submit_command(app: str | Path, args: Sequence[str] = (), *, master: str = "local[2]",
-                   conf: Mapping[str, Any] | None = None,
-                   py_files: Sequence[str | Path] = (), name: str | None = None) -> list[str]:
+def submit_command(
+    app: str | Path,
+    args: Sequence[str] = (),
+    *,
+    master: str = "local[2]",
+    conf: Mapping[str, Any] | None = None,
+    py_files: Sequence[str | Path] = (),
+    name: str | None = None,
+) -> list[str]:
     """The ``spark-submit`` command line that :func:`submit` runs (same arguments)."""
     jars, merged = _driver_conf(conf)
-    cmd = [str(spark_home() / "bin" / "spark-submit"), "--master", master,
-           "--name", name or Path(app).stem, "--jars", ",".join(jars)]
+    cmd = [
+        str(spark_home() / "bin" / "spark-submit"),
+        "--master",
+        master,
+        "--name",
+        name or Path(app).stem,
+        "--jars",
+        ",".join(jars),
+    ]
     if py_files:
         cmd += ["--py-files", ",".join(str(p) for p in py_files)]
     return cmd + _conf_args(merged) + [str(app), *map(str, args)]
 
 
-def submit(app: str | Path, args: Sequence[str] = (), *, master: str = "local[2]",
-           conf: Mapping[str, Any] | None = None, py_files: Sequence[str | Path] = (),
-           env: Mapping[str, str] | None = None, timeout: float = 600.0,
-           name: str | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+def submit(
+    app: str | Path,
+    args: Sequence[str] = (),
+    *,
+    master: str = "local[2]",
+    conf: Mapping[str, Any] | None = None,
+    py_files: Sequence[str | Path] = (),
+    env: Mapping[str, str] | None = None,
+    timeout: float = 600.0,
+    name: str | None = None,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
     """Run a PySpark application with pyspark's bundled ``spark-submit`` (client mode).
 
     The driver gets the Delta jars (``--jars``; Spark ships them to the executors), hfspark's
@@ -459,20 +589,26 @@ def submit(app: str | Path, args: Sequence[str] = (), *, master: str = "local[2]
         _stop([proc], grace=5.0)
         out, err = proc.communicate()
         if isinstance(e, subprocess.TimeoutExpired):
-            raise ClusterError(f"spark-submit {app} did not finish in {timeout:.0f}s; stdout "
-                               f"tail:\n{_tail(out, 20)}\nstderr tail:\n{_tail(err)}") from e
+            raise ClusterError(
+                f"spark-submit {app} did not finish in {timeout:.0f}s; stdout "
+                f"tail:\n{_tail(out, 20)}\nstderr tail:\n{_tail(err)}"
+            ) from e
         raise
     finally:
         _LIVE.pop(proc.pid, None)
     if check and proc.returncode != 0:
-        raise ClusterError(f"spark-submit {app} exited with code {proc.returncode}; stdout "
-                           f"tail:\n{_tail(out, 20)}\nstderr tail:\n{_tail(err)}")
+        raise ClusterError(
+            f"spark-submit {app} exited with code {proc.returncode}; stdout "
+            f"tail:\n{_tail(out, 20)}\nstderr tail:\n{_tail(err)}"
+        )
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Start a standalone cluster, print how to submit to it, and wait for Ctrl-C."""
-    parser = argparse.ArgumentParser(prog="python -m hfspark.testing.cluster", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m hfspark.testing.cluster", description=main.__doc__
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cores", type=int, default=1, help="cores per worker")
     parser.add_argument("--memory", default="2g", help="executor memory per worker")
@@ -482,11 +618,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C and `kill` stop it (also in background)
         signal.signal(sig, signal.default_int_handler)
     env = {"JAVA_TOOL_OPTIONS": QUICK_JVM_OPTS} if opts.quick_jvm else None
-    with StandaloneCluster(opts.workers, cores=opts.cores, memory=opts.memory,
-                           work_dir=opts.work_dir, env=env) as cluster:
+    with StandaloneCluster(
+        opts.workers, cores=opts.cores, memory=opts.memory, work_dir=opts.work_dir, env=env
+    ) as cluster:
         command = shlex.join(submit_command("your_job.py", master=cluster.master_url))
-        print(f"master:  {cluster.master_url}\nweb UI:  {cluster.web_url}\nlogs:    "
-              f"{cluster.work_dir / 'logs'}\nsubmit:  {command}\nCtrl-C stops it", flush=True)
+        print(
+            f"master:  {cluster.master_url}\nweb UI:  {cluster.web_url}\nlogs:    "
+            f"{cluster.work_dir / 'logs'}\nsubmit:  {command}\nCtrl-C stops it",
+            flush=True,
+        )
         with suppress(KeyboardInterrupt):
             while cluster._procs[0].poll() is None:
                 time.sleep(1)

@@ -37,8 +37,10 @@ class BadInput:
 
 
 def _utf8_reason(exc: UnicodeDecodeError) -> str:
-    return (f"invalid UTF-8 in this row ({exc.reason} at byte {exc.start}): clean the column "
-            f"with F.make_valid_utf8(col), which replaces bad bytes with U+FFFD")
+    return (
+        f"invalid UTF-8 in this row ({exc.reason} at byte {exc.start}): clean the column "
+        f"with F.make_valid_utf8(col), which replaces bad bytes with U+FFFD"
+    )
 
 
 def _values(arr: pa.Array) -> list[Any]:
@@ -100,9 +102,15 @@ def arrow_type(spark_type: DataType) -> pa.DataType:
     return to_arrow_type(spark_type)
 
 
-def arrow_result(rows: Sequence[Any], results: Sequence[Any], errors: Sequence[str | None],
-                 target: pa.DataType, errors_column: bool, result_field: str,
-                 struct_output: bool) -> pa.Array:
+def arrow_result(
+    rows: Sequence[Any],
+    results: Sequence[Any],
+    errors: Sequence[str | None],
+    target: pa.DataType,
+    errors_column: bool,
+    result_field: str,
+    struct_output: bool,
+) -> pa.Array:
     """The UDF's output array: one value per input row, in order.
 
     Args:

@@ -78,7 +78,9 @@ def _greedy_cuts(sizes: list[int], batch_size: int, max_tokens: int | None) -> l
     return cuts
 
 
-def _optimal_cuts(sizes: list[int], batch_size: int, max_tokens: int | None, call_cost: float) -> list[int]:
+def _optimal_cuts(
+    sizes: list[int], batch_size: int, max_tokens: int | None, call_cost: float
+) -> list[int]:
     """Cut points minimising ``call_cost × batches + Σ rows × longest`` over ascending ``sizes``.
 
     ``best[i]`` is the cheapest plan of the first ``i`` rows; its last batch is rows

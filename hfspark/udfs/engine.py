@@ -52,8 +52,15 @@ def _coarse(t: pa.DataType) -> str:
         if pa.types.is_floating(el):
             return "array<float>"
         return "array<struct>" if pa.types.is_struct(el) else f"array<{_coarse(el)}>"
-    return {"int64": "bigint", "int32": "int", "int16": "smallint", "int8": "tinyint",
-            "float": "float", "double": "double", "bool": "boolean"}.get(str(t), str(t))
+    return {
+        "int64": "bigint",
+        "int32": "int",
+        "int16": "smallint",
+        "int8": "tinyint",
+        "float": "float",
+        "double": "double",
+        "bool": "boolean",
+    }.get(str(t), str(t))
 
 
 def check_arrow_types(task: str, arrays: Sequence[pa.Array]) -> None:
@@ -157,17 +164,22 @@ class _Run:
         on_gpu = str(self.rt.device).startswith("cuda")
         call_cost = self.opts.call_cost
         if call_cost is None and not on_gpu:  # the task's, scaled to this model (cpu_call_cost)
-            call_cost = self.rt.call_cost if self.rt.call_cost is not None else adapter.cpu_call_cost
+            call_cost = (
+                self.rt.call_cost if self.rt.call_cost is not None else adapter.cpu_call_cost
+            )
         cheap = not on_gpu and (call_cost or 0) >= _CHEAP_MODEL_CALL_COST
         batch_size = self.opts.batch_size or (
-            _DEFAULT_BATCH_GPU if on_gpu else _LARGE_BATCH_CPU if cheap else _DEFAULT_BATCH_CPU)
+            _DEFAULT_BATCH_GPU if on_gpu else _LARGE_BATCH_CPU if cheap else _DEFAULT_BATCH_CPU
+        )
         if cheap and self.opts.call_cost is None:
             call_cost = None  # calls dominate: full sorted batches, no need to plan the cuts
         keys = [adapter.dedupe_key(f) for f in features] if dedupe else []
         if any(k is not None for k in keys):  # identical inputs: one model call, copied
             first: dict[Any, int] = {}
             unique = [i for i, k in enumerate(keys) if k is None or first.setdefault(k, i) == i]
-            self.forward([positions[i] for i in unique], [features[i] for i in unique], dedupe=False)
+            self.forward(
+                [positions[i] for i in unique], [features[i] for i in unique], dedupe=False
+            )
             for i, k in enumerate(keys):
                 if k is not None and first[k] != i:
                     src = positions[first[k]]
@@ -175,8 +187,12 @@ class _Run:
                     self.errors[positions[i]] = self.errors[src]
             return
         lengths = [adapter.length(f) for f in features]
-        plan = plan_batches(lengths, batch_size=batch_size, max_tokens=self.opts.max_tokens_per_batch,
-                            call_cost=call_cost)
+        plan = plan_batches(
+            lengths,
+            batch_size=batch_size,
+            max_tokens=self.opts.max_tokens_per_batch,
+            call_cost=call_cost,
+        )
         for batch in plan:
             with torch.inference_mode():
                 self._forward_batch([positions[i] for i in batch], [features[i] for i in batch])
@@ -188,7 +204,9 @@ class _Run:
         except Exception as e:  # noqa: BLE001
             if _is_oom(e) and len(features) > 1:
                 self.oom_retries += 1
-                log.warning("hfspark: CUDA out of memory on %d rows; retrying in halves", len(features))
+                log.warning(
+                    "hfspark: CUDA out of memory on %d rows; retrying in halves", len(features)
+                )
                 _empty_cuda_cache()
                 half = len(features) // 2
                 self._forward_batch(positions[:half], features[:half])
@@ -218,7 +236,9 @@ def _empty_cuda_cache() -> None:
         torch.cuda.empty_cache()
 
 
-def predict_rows(runtime: Runtime, rows: list[Any], options: UdfOptions) -> tuple[list[Any], list[str | None]]:
+def predict_rows(
+    runtime: Runtime, rows: list[Any], options: UdfOptions
+) -> tuple[list[Any], list[str | None]]:
     """Predict Python rows; returns (results, errors), both as long as ``rows``."""
     run = _Run(runtime, options, len(rows))
     window = min(options.sort_window, runtime.adapter.max_sort_window)
@@ -230,19 +250,28 @@ def predict_rows(runtime: Runtime, rows: list[Any], options: UdfOptions) -> tupl
     return run.results, run.errors
 
 
-def predict_batch(runtime: Runtime, arrays: Sequence[pa.Array], options: UdfOptions,
-                  target: pa.DataType) -> pa.Array:
+def predict_batch(
+    runtime: Runtime, arrays: Sequence[pa.Array], options: UdfOptions, target: pa.DataType
+) -> pa.Array:
     """One Arrow batch in, one Arrow array out (same row count, same order)."""
     from pyspark.sql.types import StructType
 
     adapter = runtime.adapter
     rows = arrow_rows(arrays, adapter.input_fields)
     if adapter.all_inputs_required:  # a null in any input: a null result, no model call
-        rows = [None if isinstance(r, dict) and any(v is None for v in r.values()) else r
-                for r in rows]
+        rows = [
+            None if isinstance(r, dict) and any(v is None for v in r.values()) else r for r in rows
+        ]
     results, errors = predict_rows(runtime, rows, options)
-    out = arrow_result(rows, results, errors, target, options.errors == "column",
-                       adapter.result_field, isinstance(adapter.output_type(), StructType))
+    out = arrow_result(
+        rows,
+        results,
+        errors,
+        target,
+        options.errors == "column",
+        adapter.result_field,
+        isinstance(adapter.output_type(), StructType),
+    )
     if len(out) != len(rows):
         raise RowCountMismatchError(f"Output has {len(out)} rows for {len(rows)} input rows")
     return out

@@ -92,7 +92,9 @@ def choose_device(requested: str) -> str:
         if requested.startswith("cuda") and not torch.cuda.is_available():
             from hfspark.errors import ConfigError
 
-            raise ConfigError(f"device={requested!r} but no CUDA device is visible; use device='auto'")
+            raise ConfigError(
+                f"device={requested!r} but no CUDA device is visible; use device='auto'"
+            )
         return requested
     gpus = _task_gpus()
     if gpus and torch.cuda.is_available():
@@ -145,7 +147,13 @@ def _record_load(ref: ModelRef, device: str, seconds: float) -> None:
     _LOADS += 1
     log.warning(
         "hfspark: loaded %s (%s, %s) on %s in %.1fs [pid %d, load #%d]",
-        ref.uri, ref.task, ref.content_hash[:12], device, seconds, os.getpid(), _LOADS,
+        ref.uri,
+        ref.task,
+        ref.content_hash[:12],
+        device,
+        seconds,
+        os.getpid(),
+        _LOADS,
     )
     stats_dir = os.environ.get("HFSPARK_STATS_DIR")
     if stats_dir:
@@ -194,7 +202,9 @@ def _local_info(ref: ModelRef) -> ModelInfo:
 
         root = Path(unpack_shipped(ref.shipped, ref.content_hash))
     else:
-        root = resolve_local(ref.uri)  # a local path as it is; a remote one from this machine's cache
+        root = resolve_local(
+            ref.uri
+        )  # a local path as it is; a remote one from this machine's cache
     if Path(root) == Path(ref.info.root):
         return ref.info  # the driver's folder is readable here (local mode, shared path)
     return ref.info.relocated(root)
@@ -225,8 +235,14 @@ def get_runtime(ref: ModelRef) -> Runtime:
         target = opts.device_map if opts.device_map else device
         loaded = adapter.load(model_dir_for(info), info.components, target, dtype)
         nbytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
-        runtime = Runtime(adapter=adapter, loaded=loaded, device=device, dtype=dtype, nbytes=nbytes,
-                          call_cost=cpu_call_cost(adapter.cpu_call_cost, loaded.model))
+        runtime = Runtime(
+            adapter=adapter,
+            loaded=loaded,
+            device=device,
+            dtype=dtype,
+            nbytes=nbytes,
+            call_cost=cpu_call_cost(adapter.cpu_call_cost, loaded.model),
+        )
         _record_load(ref, str(getattr(loaded, "device", device)), time.perf_counter() - start)
         _CACHE[key] = runtime
         max_entries, max_bytes = _cache_limits()

@@ -84,8 +84,10 @@ class ModelUDF:
         self.returnType = ref.return_type
 
     def __repr__(self) -> str:
-        return (f"ModelUDF({self.ref.uri!r}, task={self.ref.task!r}, "
-                f"returnType={self.returnType.simpleString()})")
+        return (
+            f"ModelUDF({self.ref.uri!r}, task={self.ref.task!r}, "
+            f"returnType={self.returnType.simpleString()})"
+        )
 
     @property
     def name(self) -> str:

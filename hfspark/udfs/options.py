@@ -33,24 +33,37 @@ class UdfOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     batch_size: int | None = Field(
-        default=None, ge=1, description="most rows per forward pass (default 8 on CPU, 32 on GPU)")
+        default=None, ge=1, description="most rows per forward pass (default 8 on CPU, 32 on GPU)"
+    )
     max_tokens_per_batch: int | None = Field(
-        default=None, ge=1, description="most padded tokens per forward pass")
+        default=None, ge=1, description="most padded tokens per forward pass"
+    )
     call_cost: float | None = Field(
-        default=None, ge=0,
+        default=None,
+        ge=0,
         description="what one forward call costs in padded tokens; batches minimise "
-                    "call_cost x calls + padded tokens (default 8 for encoders on CPU)")
-    max_length: int | None = Field(default=None, ge=1, description="truncate inputs to this many tokens")
-    device: str = Field(default="auto", description="auto (the task's GPU, else CUDA, else CPU), cpu, cuda:N")
+        "call_cost x calls + padded tokens (default 8 for encoders on CPU)",
+    )
+    max_length: int | None = Field(
+        default=None, ge=1, description="truncate inputs to this many tokens"
+    )
+    device: str = Field(
+        default="auto", description="auto (the task's GPU, else CUDA, else CPU), cpu, cuda:N"
+    )
     device_map: Literal["auto", "balanced", "sequential"] | None = Field(
-        default=None, description="spread a large model over the executor's GPUs (accelerate)")
+        default=None, description="spread a large model over the executor's GPUs (accelerate)"
+    )
     torch_dtype: str = Field(
-        default="auto", description="auto (bf16/fp16 on GPU, fp32 on CPU) or float32/float16/bfloat16")
+        default="auto",
+        description="auto (bf16/fp16 on GPU, fp32 on CPU) or float32/float16/bfloat16",
+    )
     errors: Literal["raise", "column"] = Field(
-        default="raise", description="raise: a bad row fails the task; column: an error field")
+        default="raise", description="raise: a bad row fails the task; column: an error field"
+    )
     sort_window: int = Field(default=4096, ge=1, description="rows sorted together by length")
     ship: Literal["auto", "always", "never"] = Field(
-        default="auto", description="broadcast a driver-local model folder to a real cluster")
+        default="auto", description="broadcast a driver-local model folder to a real cluster"
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="task options")
 
     @field_validator("device")
@@ -83,7 +96,9 @@ def options_error_text(exc: ValidationError, valid: list[str]) -> str:
         key = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             close = difflib.get_close_matches(key, valid, n=1)
-            parts.append(f"unknown option {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            parts.append(
+                f"unknown option {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            )
         else:
             parts.append(f"{key}: {err['msg']}")
     return "; ".join(parts)
@@ -95,6 +110,7 @@ def parse_options(**kwargs: Any) -> UdfOptions:
         return UdfOptions(**kwargs)
     except ValidationError as e:
         raise ConfigError(
-            "Invalid model UDF options: " + options_error_text(e, list(UdfOptions.model_fields))
+            "Invalid model UDF options: "
+            + options_error_text(e, list(UdfOptions.model_fields))
             + ". Task options go in params={...}."
         ) from e

@@ -86,7 +86,9 @@ def output_type(adapter: TaskAdapter, options: UdfOptions) -> DataType:
     )
 
 
-def task_options(info: ModelInfo, adapter_cls: type[TaskAdapter], opts: UdfOptions) -> dict[str, Any]:
+def task_options(
+    info: ModelInfo, adapter_cls: type[TaskAdapter], opts: UdfOptions
+) -> dict[str, Any]:
     """Task options: saved inference config < saved prompt template < the UDF's params/max_length."""
     fields = adapter_cls.Options.model_fields
     params = {k: v for k, v in info.inference_config.items() if k in fields}
@@ -102,13 +104,25 @@ def _cache_key(info: ModelInfo, task: str, params: Mapping[str, Any], opts: UdfO
     """Weights hash + config hash + what changes the loaded model or its outputs."""
     config = Path(info.model_dir) / "config.json"
     digest = hashlib.sha256(config.read_bytes()).hexdigest()[:16] if config.exists() else "noconfig"
-    extra = json.dumps([str(task), sorted((k, repr(v)) for k, v in params.items()),
-                        opts.device, opts.device_map, opts.torch_dtype], default=str)
+    extra = json.dumps(
+        [
+            str(task),
+            sorted((k, repr(v)) for k, v in params.items()),
+            opts.device,
+            opts.device_map,
+            opts.torch_dtype,
+        ],
+        default=str,
+    )
     return f"{info.content_hash}-{digest}-{hashlib.sha256(extra.encode()).hexdigest()[:12]}"
 
 
 def resolve_model(
-    uri: str, *, task: str | None = None, options: UdfOptions | None = None, spark: Any = None,
+    uri: str,
+    *,
+    task: str | None = None,
+    options: UdfOptions | None = None,
+    spark: Any = None,
 ) -> ModelRef:
     """Resolve a model for a UDF on the driver (metadata only, no weights).
 
@@ -135,7 +149,9 @@ def resolve_model(
     params = task_options(info, adapter_cls, opts)
     params = adapter_cls(params).picklable_params(params)  # validated here, on the driver
     if any(params.get(k) is not v for k, v in opts.params.items()):
-        opts = opts.model_copy(update={"params": {k: params.get(k, v) for k, v in opts.params.items()}})
+        opts = opts.model_copy(
+            update={"params": {k: params.get(k, v) for k, v in opts.params.items()}}
+        )
     shipped = None
     if needs_shipping(pinned, opts.ship, spark):
         if spark is None:
@@ -143,5 +159,12 @@ def resolve_model(
 
             spark = SparkSession.getActiveSession()
         shipped = ship_model(spark, info.root)
-    return ModelRef(uri=pinned, task=name, info=info, task_options=params, options=opts,
-                    cache_key=_cache_key(info, name, params, opts), shipped=shipped)
+    return ModelRef(
+        uri=pinned,
+        task=name,
+        info=info,
+        task_options=params,
+        options=opts,
+        cache_key=_cache_key(info, name, params, opts),
+        shipped=shipped,
+    )

@@ -43,7 +43,11 @@ def needs_shipping(uri: str, ship: str, spark: Any = None) -> bool:
     if ship == "never":
         return False
     spark = spark or _active_session()
-    local_path = "://" not in uri and not uri.startswith("/dbfs/") and not uri.startswith(("runs:", "models:"))
+    local_path = (
+        "://" not in uri
+        and not uri.startswith("/dbfs/")
+        and not uri.startswith(("runs:", "models:"))
+    )
     if ship == "always":
         if spark is not None and is_connect(spark):
             raise ConfigError(
@@ -69,7 +73,9 @@ def ship_model(spark: Any, root: Path) -> Any:
 
 def unpack_shipped(broadcast: Any, content_hash: str) -> Path:
     """Unpack a shipped model once per machine (safe across processes); returns its folder."""
-    cache = Path(os.environ.get("HFSPARK_CACHE_DIR") or Path.home() / ".cache" / "hfspark") / "shipped"
+    cache = (
+        Path(os.environ.get("HFSPARK_CACHE_DIR") or Path.home() / ".cache" / "hfspark") / "shipped"
+    )
     target = cache / (content_hash[:32] or "model")
     cache.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):

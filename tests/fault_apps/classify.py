@@ -83,8 +83,11 @@ for phase in plan["phases"]:
         result.write.format("delta").mode(phase.get("mode", "errorifexists")).save(phase["output"])
         outcome = {"ok": True, "error": None}
     except Exception as e:  # noqa: BLE001 - the test reads the error
-        outcome = {"ok": False, "error": f"{type(e).__name__}: {e}",
-                   "traceback": traceback.format_exc()[-4000:]}
+        outcome = {
+            "ok": False,
+            "error": f"{type(e).__name__}: {e}",
+            "traceback": traceback.format_exc()[-4000:],
+        }
     outcome["seconds"] = round(time.monotonic() - started, 2)
     print(f"PHASE {name} ok={outcome['ok']} in {outcome['seconds']}s", flush=True)
     (ctl / f"{name}.tmp").write_text(json.dumps(outcome))

@@ -63,7 +63,7 @@ def run_adapter(
         positions = kept_pos
     order = sorted(range(len(features)), key=lambda k: adapter.length(features[k]))
     for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
+        batch = order[start : start + batch_size]
         with torch.inference_mode():
             outputs = adapter.forward(loaded, [features[k] for k in batch])
         assert len(outputs) == len(batch), "forward must return one output per feature"

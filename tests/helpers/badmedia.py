@@ -22,9 +22,22 @@ __all__ = ["IMAGE_KINDS", "INVALID_UTF8", "wav", "flac", "image", "png_header", 
 INVALID_UTF8 = b"\xff\xfe\xc3\x28\xa0\xa1\xe2\x28\xa1\xf0\x28\x8c\xbc\xc0\xaf"
 
 #: (Pillow mode, file format) pairs that Pillow writes.
-IMAGE_KINDS = [("RGB", "PNG"), ("RGBA", "PNG"), ("L", "PNG"), ("LA", "PNG"), ("P", "PNG"),
-               ("1", "PNG"), ("I;16", "PNG"), ("I", "TIFF"), ("F", "TIFF"), ("CMYK", "TIFF"),
-               ("CMYK", "JPEG"), ("RGB", "GIF"), ("RGB", "BMP"), ("RGBA", "WEBP")]
+IMAGE_KINDS = [
+    ("RGB", "PNG"),
+    ("RGBA", "PNG"),
+    ("L", "PNG"),
+    ("LA", "PNG"),
+    ("P", "PNG"),
+    ("1", "PNG"),
+    ("I;16", "PNG"),
+    ("I", "TIFF"),
+    ("F", "TIFF"),
+    ("CMYK", "TIFF"),
+    ("CMYK", "JPEG"),
+    ("RGB", "GIF"),
+    ("RGB", "BMP"),
+    ("RGBA", "WEBP"),
+]
 
 
 def tone(seconds: float, rate: int = 16000, freq: float = 440.0, amp: float = 0.1) -> np.ndarray:
@@ -77,5 +90,9 @@ def png_header(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )

@@ -41,8 +41,13 @@ APPS = Path(__file__).resolve().parents[1] / "fault_apps"
 TEXTS = ROOT / "data" / "texts.jsonl"
 
 
-def wait_for(cond: Callable[[], Any], timeout: float, what: str,
-             job: subprocess.Popen | None = None, interval: float = 0.05) -> Any:
+def wait_for(
+    cond: Callable[[], Any],
+    timeout: float,
+    what: str,
+    job: subprocess.Popen | None = None,
+    interval: float = 0.05,
+) -> Any:
     """Poll ``cond`` until it returns something truthy (returned); fail after ``timeout`` s.
 
     With ``job`` (a driver process), fail early when it exits first.
@@ -92,20 +97,31 @@ class AppControl:
         self.ctl.mkdir(parents=True, exist_ok=True)
         self.markers_dir.mkdir(parents=True, exist_ok=True)
 
-    def write_plan(self, models: Mapping[str, str], phases: list[dict[str, Any]], *,
-                   partitions: int = 8) -> Path:
+    def write_plan(
+        self, models: Mapping[str, str], phases: list[dict[str, Any]], *, partitions: int = 8
+    ) -> Path:
         """Write the app's plan (JSON) and return its path (the app's only argument)."""
-        plan = {"input": str(TEXTS), "partitions": partitions,
-                "ctl": str(self.ctl), "markers": str(self.markers_dir),
-                "models": dict(models), "phases": phases}
+        plan = {
+            "input": str(TEXTS),
+            "partitions": partitions,
+            "ctl": str(self.ctl),
+            "markers": str(self.markers_dir),
+            "models": dict(models),
+            "phases": phases,
+        }
         path = self.root / "plan.json"
         path.write_text(json.dumps(plan, indent=2))
         return path
 
     def wait_ready(self, phase: str, job: subprocess.Popen, timeout: float = 300) -> None:
         """Wait until the app waits for ``go`` before ``phase``."""
-        wait_for(lambda: (self.ctl / f"{phase}.ready").exists(), timeout,
-                 f"phase {phase} to get ready", job, interval=0.1)
+        wait_for(
+            lambda: (self.ctl / f"{phase}.ready").exists(),
+            timeout,
+            f"phase {phase} to get ready",
+            job,
+            interval=0.1,
+        )
 
     def go(self, phase: str) -> None:
         """Let the app start ``phase``."""
@@ -116,11 +132,11 @@ class AppControl:
         path = self.ctl / f"{phase}.done"
         return json.loads(path.read_text()) if path.exists() else None
 
-    def wait_done(self, phase: str, job: subprocess.Popen,
-                  timeout: float = 300) -> dict[str, Any]:
+    def wait_done(self, phase: str, job: subprocess.Popen, timeout: float = 300) -> dict[str, Any]:
         """Wait for the outcome of ``phase``."""
-        return wait_for(lambda: self.done(phase), timeout, f"phase {phase} to end", job,
-                        interval=0.1)
+        return wait_for(
+            lambda: self.done(phase), timeout, f"phase {phase} to end", job, interval=0.1
+        )
 
     def markers(self, phase: str) -> list[Marker]:
         """The batches of ``phase`` seen so far, oldest first."""
@@ -129,8 +145,16 @@ class AppControl:
             m = _MARKER.match(entry.name)
             if m and m["phase"] == phase:
                 with contextlib.suppress(FileNotFoundError):
-                    found.append(Marker(phase, int(m["pid"]), int(m["part"]), int(m["att"]),
-                                        int(m["n"]), entry.stat().st_mtime))
+                    found.append(
+                        Marker(
+                            phase,
+                            int(m["pid"]),
+                            int(m["part"]),
+                            int(m["att"]),
+                            int(m["n"]),
+                            entry.stat().st_mtime,
+                        )
+                    )
         return sorted(found, key=lambda mk: mk.mtime)
 
 
@@ -151,7 +175,7 @@ def parent(pid: int) -> int | None:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(raw[raw.rfind(")") + 2:].split()[1])
+    return int(raw[raw.rfind(")") + 2 :].split()[1])
 
 
 def has_torch(pid: int) -> bool:
@@ -202,9 +226,15 @@ def launch(cmd: list[str], env: Mapping[str, str], log: Path) -> subprocess.Pope
     Its output goes to ``log``; it gets SIGTERM if the test process dies first.
     """
     with open(log, "wb") as sink:
-        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=sink,
-                                stderr=subprocess.STDOUT, env=dict(env), start_new_session=True,
-                                preexec_fn=_die_with_parent())
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            start_new_session=True,
+            preexec_fn=_die_with_parent(),
+        )
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -242,8 +272,12 @@ class MotoS3:
     @property
     def storage_options(self) -> dict[str, Any]:
         """fsspec options of this store."""
-        return {"endpoint_url": self.url, "key": "testing", "secret": "testing",
-                "skip_instance_cache": True}
+        return {
+            "endpoint_url": self.url,
+            "key": "testing",
+            "secret": "testing",
+            "skip_instance_cache": True,
+        }
 
     def __enter__(self) -> MotoS3:
         import logging
@@ -254,9 +288,13 @@ class MotoS3:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
-        boto3.client("s3", endpoint_url=self.url, aws_access_key_id="testing",
-                     aws_secret_access_key="testing",
-                     region_name="us-east-1").create_bucket(Bucket=self.bucket)
+        boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        ).create_bucket(Bucket=self.bucket)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -436,9 +474,13 @@ def read_predictions(path: Path | str, column: str = "pred") -> pd.DataFrame:
     from deltalake import DeltaTable
 
     df = DeltaTable(str(path)).to_pandas(columns=["id", column])
-    out = pd.DataFrame({"id": df["id"].astype("int64"),
-                        "label": [p["label"] for p in df[column]],
-                        "score": [float(p["score"]) for p in df[column]]})
+    out = pd.DataFrame(
+        {
+            "id": df["id"].astype("int64"),
+            "label": [p["label"] for p in df[column]],
+            "score": [float(p["score"]) for p in df[column]],
+        }
+    )
     return out.sort_values("id", ignore_index=True)
 
 
@@ -449,8 +491,9 @@ def table_version(path: Path | str) -> int:
     return DeltaTable(str(path)).version()
 
 
-def assert_same_predictions(got: pd.DataFrame, clean: pd.DataFrame, what: str,
-                            atol: float = 1e-5) -> None:
+def assert_same_predictions(
+    got: pd.DataFrame, clean: pd.DataFrame, what: str, atol: float = 1e-5
+) -> None:
     """Same ids (none twice, none missing) and the same label and score per id as ``clean``.
 
     Scores may differ in the last float bits when rows are batched (padded) differently.
@@ -459,8 +502,10 @@ def assert_same_predictions(got: pd.DataFrame, clean: pd.DataFrame, what: str,
     assert not dups, f"{what}: {len(dups)} ids written more than once, e.g. {dups[:5]}"
     missing = sorted(set(clean["id"]) - set(got["id"]))
     extra = sorted(set(got["id"]) - set(clean["id"]))
-    assert not missing and not extra, (f"{what}: {len(missing)} ids missing (e.g. {missing[:5]}), "
-                                       f"{len(extra)} unexpected (e.g. {extra[:5]})")
+    assert not missing and not extra, (
+        f"{what}: {len(missing)} ids missing (e.g. {missing[:5]}), "
+        f"{len(extra)} unexpected (e.g. {extra[:5]})"
+    )
     merged = clean.merge(got, on="id", suffixes=("_clean", "_got"))
     wrong = merged[merged["label_clean"] != merged["label_got"]]
     assert wrong.empty, f"{what}: {len(wrong)} labels differ from the clean run:\n{wrong.head()}"

@@ -50,14 +50,24 @@ def write_conf(path: Path, conf: dict[str, Any]) -> Path:
 
 
 def job_conf(
-    inp: dict[str, Any], model: str, out: dict[str, Any], *, task: str | None = None,
-    inputs: Any = "text", errors: str = "column", run: dict[str, Any] | None = None,
-    name: str = "pred", params: dict[str, Any] | None = None,
+    inp: dict[str, Any],
+    model: str,
+    out: dict[str, Any],
+    *,
+    task: str | None = None,
+    inputs: Any = "text",
+    errors: str = "column",
+    run: dict[str, Any] | None = None,
+    name: str = "pred",
+    params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A one-step job configuration."""
-    step: dict[str, Any] = {"name": name, "uri": model, "inputs": inputs,
-                            "options": {"batch_size": 8, "errors": errors, "device": "cpu",
-                                        "params": params or {}}}
+    step: dict[str, Any] = {
+        "name": name,
+        "uri": model,
+        "inputs": inputs,
+        "options": {"batch_size": 8, "errors": errors, "device": "cpu", "params": params or {}},
+    }
     if task:
         step["task"] = task
     return {

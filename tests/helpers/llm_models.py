@@ -30,12 +30,19 @@ def build_gpt(out: Path, context: int = 512) -> Path:
     tok = transformers.GPT2Tokenizer(vocab=vocab, merges=merges, model_max_length=context)
     eos = tok.convert_tokens_to_ids("<|endoftext|>")
     cfg = transformers.GPT2Config(
-        vocab_size=len(vocab), n_positions=context, n_embd=32, n_layer=2, n_head=2,
-        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
+        vocab_size=len(vocab),
+        n_positions=context,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
     )
     model = transformers.GPT2LMHeadModel(cfg).eval()
     model.generation_config = transformers.GenerationConfig(
-        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos, do_sample=False, max_new_tokens=8)
+        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos, do_sample=False, max_new_tokens=8
+    )
     return _save(out, model, tok)
 
 

@@ -37,6 +37,7 @@ _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 def read_ct2(path: Path) -> dict[str, np.ndarray]:
     """Read the tensors of a CTranslate2 ``model.bin`` (binary version >= 5, WhisperSpec)."""
     with open(path, "rb") as f:
+
         def unpack(fmt: str) -> tuple:
             return struct.unpack("<" + fmt, f.read(struct.calcsize("<" + fmt)))
 
@@ -88,9 +89,9 @@ def _state_dict(v: dict[str, np.ndarray], enc_layers: int, dec_layers: int) -> d
         w, b = v[f"{src}/weight"], v[f"{src}/bias"]
         d = w.shape[0] // len(names)
         for i, nm in enumerate(names):
-            sd[f"{dst}.{nm}.weight"] = t(w[i * d:(i + 1) * d])
+            sd[f"{dst}.{nm}.weight"] = t(w[i * d : (i + 1) * d])
             if nm != "k_proj":
-                sd[f"{dst}.{nm}.bias"] = t(b[i * d:(i + 1) * d])
+                sd[f"{dst}.{nm}.bias"] = t(b[i * d : (i + 1) * d])
 
     for k in ("conv1", "conv2"):
         lin(f"model.encoder.{k}", f"encoder/{k}")
@@ -144,14 +145,21 @@ def whisper_tiny_en(out: Path) -> Path:
     ids = {a["content"]: a["id"] for a in added}
     eot, sot = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
     config = transformers.WhisperConfig(
-        vocab_size=vocab, num_mel_bins=v["encoder/conv1/weight"].shape[1], d_model=d_model,
-        encoder_layers=n_enc, decoder_layers=n_dec,
-        encoder_attention_heads=heads, decoder_attention_heads=heads,
+        vocab_size=vocab,
+        num_mel_bins=v["encoder/conv1/weight"].shape[1],
+        d_model=d_model,
+        encoder_layers=n_enc,
+        decoder_layers=n_dec,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
         encoder_ffn_dim=v["encoder/layer_0/ffn/linear_0/weight"].shape[0],
         decoder_ffn_dim=v["decoder/layer_0/ffn/linear_0/weight"].shape[0],
         max_source_positions=v["encoder/position_encodings/encodings"].shape[0],
         max_target_positions=v["decoder/position_encodings/encodings"].shape[0],
-        pad_token_id=eot, bos_token_id=eot, eos_token_id=eot, decoder_start_token_id=sot,
+        pad_token_id=eot,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        decoder_start_token_id=sot,
         tie_word_embeddings=True,
     )
     model = transformers.WhisperForConditionalGeneration(config)
@@ -162,10 +170,18 @@ def whisper_tiny_en(out: Path) -> Path:
     model.eval()
     # a fresh GenerationConfig: one derived from the model config drops Whisper keys on reload
     model.generation_config = transformers.GenerationConfig(
-        decoder_start_token_id=sot, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
-        no_timestamps_token_id=ids["<|notimestamps|>"], prev_sot_token_id=ids["<|startofprev|>"],
-        is_multilingual=False, max_length=config.max_target_positions, max_initial_timestamp_index=50,
-        num_beams=1, suppress_tokens=ct2["suppress_ids"], begin_suppress_tokens=ct2["suppress_ids_begin"],
+        decoder_start_token_id=sot,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        no_timestamps_token_id=ids["<|notimestamps|>"],
+        prev_sot_token_id=ids["<|startofprev|>"],
+        is_multilingual=False,
+        max_length=config.max_target_positions,
+        max_initial_timestamp_index=50,
+        num_beams=1,
+        suppress_tokens=ct2["suppress_ids"],
+        begin_suppress_tokens=ct2["suppress_ids_begin"],
         alignment_heads=ct2["alignment_heads"],
     )
     tmp = out.with_name(out.name + ".partial")
@@ -173,7 +189,9 @@ def whisper_tiny_en(out: Path) -> Path:
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp)
     shutil.copy(src / "tokenizer.json", tmp / "tokenizer.json")
-    tok = transformers.WhisperTokenizer(tokenizer_file=str(tmp / "tokenizer.json"), model_max_length=448)
+    tok = transformers.WhisperTokenizer(
+        tokenizer_file=str(tmp / "tokenizer.json"), model_max_length=448
+    )
     tok.save_pretrained(tmp)
     transformers.WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(tmp)
     (tmp / ".complete").touch()
@@ -189,7 +207,9 @@ def espeak_available() -> bool:
 
 def speak(text: str, path: Path) -> bytes:
     """Say ``text`` with espeak-ng into a WAV file at ``path``; returns its bytes (22.05 kHz)."""
-    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["espeak-ng", "-w", str(path), text], check=True, capture_output=True, timeout=60
+    )
     return Path(path).read_bytes()
 
 

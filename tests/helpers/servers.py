@@ -26,21 +26,28 @@ QUICK_ENV = {"JAVA_TOOL_OPTIONS": QUICK_JVM_OPTS}  # also for submit(..., env=QU
 
 
 @pytest.fixture(scope="module")
-def standalone_cluster(request: pytest.FixtureRequest,
-                       tmp_path_factory: pytest.TempPathFactory) -> StandaloneCluster:
+def standalone_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> StandaloneCluster:
     """A master and 2 workers (1 core, 2 GiB each) on 127.0.0.1; logs under the test temp dir."""
-    cluster = StandaloneCluster(2, cores=1, memory="2g", env=QUICK_ENV,
-                                work_dir=tmp_path_factory.mktemp("standalone"))
+    cluster = StandaloneCluster(
+        2, cores=1, memory="2g", env=QUICK_ENV, work_dir=tmp_path_factory.mktemp("standalone")
+    )
     request.addfinalizer(cluster.stop)
     return cluster.start()
 
 
 @pytest.fixture(scope="module")
-def connect_server(request: pytest.FixtureRequest,
-                   tmp_path_factory: pytest.TempPathFactory) -> ConnectServer:
+def connect_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> ConnectServer:
     """A Spark Connect server (local[2], Delta, 1 GiB driver) on 127.0.0.1; ``.url`` is sc://..."""
-    server = ConnectServer(master="local[2]", conf={"spark.driver.memory": "1g"}, env=QUICK_ENV,
-                           work_dir=tmp_path_factory.mktemp("connect"))
+    server = ConnectServer(
+        master="local[2]",
+        conf={"spark.driver.memory": "1g"},
+        env=QUICK_ENV,
+        work_dir=tmp_path_factory.mktemp("connect"),
+    )
     saved_mode = os.environ.get("SPARK_CONNECT_MODE_ENABLED")
 
     def stop() -> None:
@@ -84,13 +91,29 @@ class MlflowServer:
         self.root.mkdir(parents=True, exist_ok=True)
         self.artifacts.mkdir(exist_ok=True)
         mlflow_bin = Path(sys.executable).with_name("mlflow")
-        cmd = [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-               "--default-artifact-root", str(self.artifacts), "--host", "127.0.0.1",
-               "--port", str(self.port), "--workers", "1"]
+        cmd = [
+            str(mlflow_bin),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.root / 'mlflow.db'}",
+            "--default-artifact-root",
+            str(self.artifacts),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         env.pop("MLFLOW_TRACKING_URI", None)
-        self.proc = subprocess.Popen(cmd, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
-                                     env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -102,7 +125,9 @@ class MlflowServer:
             except OSError:
                 time.sleep(0.3)
         self.stop()
-        raise RuntimeError(f"mlflow server not up after {timeout_s}s: {self.log.read_text()[-3000:]}")
+        raise RuntimeError(
+            f"mlflow server not up after {timeout_s}s: {self.log.read_text()[-3000:]}"
+        )
 
     def stop(self) -> None:
         """Stop the server and every process it started (its process group)."""

@@ -67,7 +67,9 @@ def wordpiece_vocab() -> dict[str, int]:
     if "wp" not in _CACHE:
         words = sorted({w for line in CORPUS for w in re.findall(r"\w+|[^\w\s]", line.lower())})
         chars = sorted({c for w in words for c in w})
-        tokens = BERT_SPECIALS + chars + ["##" + c for c in chars] + [w for w in words if len(w) > 1]
+        tokens = (
+            BERT_SPECIALS + chars + ["##" + c for c in chars] + [w for w in words if len(w) > 1]
+        )
         _CACHE["wp"] = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
     return _CACHE["wp"]
 
@@ -78,7 +80,9 @@ def bert_tokenizer():
     return transformers.BertTokenizer(vocab=wordpiece_vocab(), model_max_length=MAX_LEN)
 
 
-def byte_level_bpe(special_tokens: list[str], vocab_size: int = 600) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def byte_level_bpe(
+    special_tokens: list[str], vocab_size: int = 600
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """GPT-2 style byte-level BPE trained on CORPUS. Returns (vocab, merges).
 
     ``special_tokens`` get the first ids (the trainer puts them first).
@@ -123,7 +127,11 @@ def _save(out: Path, *objs) -> Path:
 # ----------------------------------------------------------------------------
 def build_text_classification(out: Path) -> Path:
     _seed()
-    cfg = _tiny_bert_config(num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1})
+    cfg = _tiny_bert_config(
+        num_labels=2,
+        id2label={0: "NEGATIVE", 1: "POSITIVE"},
+        label2id={"NEGATIVE": 0, "POSITIVE": 1},
+    )
     return _save(out, transformers.BertForSequenceClassification(cfg).eval(), bert_tokenizer())
 
 
@@ -131,7 +139,9 @@ def build_token_classification(out: Path) -> Path:
     _seed()
     labels = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
     cfg = _tiny_bert_config(
-        num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)}
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
     )
     return _save(out, transformers.BertForTokenClassification(cfg).eval(), bert_tokenizer())
 
@@ -143,7 +153,9 @@ def build_fill_mask(out: Path) -> Path:
 
 def build_question_answering(out: Path) -> Path:
     _seed()
-    return _save(out, transformers.BertForQuestionAnswering(_tiny_bert_config()).eval(), bert_tokenizer())
+    return _save(
+        out, transformers.BertForQuestionAnswering(_tiny_bert_config()).eval(), bert_tokenizer()
+    )
 
 
 def build_zero_shot_classification(out: Path) -> Path:
@@ -151,7 +163,9 @@ def build_zero_shot_classification(out: Path) -> Path:
     _seed()
     labels = ["contradiction", "neutral", "entailment"]
     cfg = _tiny_bert_config(
-        num_labels=3, id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)}
+        num_labels=3,
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
     )
     return _save(out, transformers.BertForSequenceClassification(cfg).eval(), bert_tokenizer())
 
@@ -167,8 +181,14 @@ def build_text_generation(out: Path) -> Path:
     tok = transformers.GPT2Tokenizer(vocab=vocab, merges=merges, model_max_length=MAX_LEN)
     eos = tok.convert_tokens_to_ids("<|endoftext|>")
     cfg = transformers.GPT2Config(
-        vocab_size=len(vocab), n_positions=MAX_LEN, n_embd=32, n_layer=2, n_head=2,
-        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
+        vocab_size=len(vocab),
+        n_positions=MAX_LEN,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
     )
     model = transformers.GPT2LMHeadModel(cfg).eval()
     # transformers 5.x text-generation pipeline defaults to do_sample=True, temperature=0.7,
@@ -185,11 +205,21 @@ def build_text2text(out: Path) -> Path:
     vocab, merges = byte_level_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     tok = transformers.BartTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_LEN)
     cfg = transformers.BartConfig(
-        vocab_size=len(vocab), d_model=32, encoder_layers=1, decoder_layers=1,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        vocab_size=len(vocab),
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
         max_position_embeddings=MAX_LEN,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        decoder_start_token_id=tok.eos_token_id, forced_bos_token_id=None, forced_eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        decoder_start_token_id=tok.eos_token_id,
+        forced_bos_token_id=None,
+        forced_eos_token_id=tok.eos_token_id,
     )
     model = transformers.BartForConditionalGeneration(cfg).eval()
     model.generation_config.max_new_tokens = 8
@@ -202,8 +232,15 @@ def _printable_bpe(token: str) -> bool:
 
 
 WHISPER_SPECIALS = [  # same relative order as real Whisper; <|notimestamps|> must be the last special id
-    "<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>",
-    "<|startoflm|>", "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>",
+    "<|endoftext|>",
+    "<|startoftranscript|>",
+    "<|en|>",
+    "<|translate|>",
+    "<|transcribe|>",
+    "<|startoflm|>",
+    "<|startofprev|>",
+    "<|nospeech|>",
+    "<|notimestamps|>",
 ]
 
 
@@ -214,17 +251,30 @@ def build_asr_whisper(out: Path) -> Path:
     for t in WHISPER_SPECIALS:  # append after the normal tokens, like real Whisper
         vocab[t] = len(vocab)
     tok = transformers.WhisperTokenizer(
-        vocab=vocab, merges=merges, model_max_length=448, extra_special_tokens=WHISPER_SPECIALS[1:],
+        vocab=vocab,
+        merges=merges,
+        model_max_length=448,
+        extra_special_tokens=WHISPER_SPECIALS[1:],
     )
     ids = {t: tok.convert_tokens_to_ids(t) for t in WHISPER_SPECIALS}
-    fe = transformers.WhisperFeatureExtractor(feature_size=80)  # 16 kHz, 30 s windows -> 3000 frames
+    fe = transformers.WhisperFeatureExtractor(
+        feature_size=80
+    )  # 16 kHz, 30 s windows -> 3000 frames
     cfg = transformers.WhisperConfig(
-        vocab_size=len(vocab), num_mel_bins=80, d_model=32,
-        encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-        encoder_ffn_dim=64, decoder_ffn_dim=64,
+        vocab_size=len(vocab),
+        num_mel_bins=80,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
         max_source_positions=1500,  # = 3000 mel frames / 2 (conv stride); fixed by the feature extractor
         max_target_positions=64,
-        pad_token_id=ids["<|endoftext|>"], bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|endoftext|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|endoftext|>"],
         decoder_start_token_id=ids["<|startoftranscript|>"],
     )
     model = transformers.WhisperForConditionalGeneration(cfg).eval()
@@ -234,7 +284,9 @@ def build_asr_whisper(out: Path) -> Path:
     # is_multilingual) when it is re-loaded from generation_config.json.
     model.generation_config = transformers.GenerationConfig(
         decoder_start_token_id=ids["<|startoftranscript|>"],
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|endoftext|>"], pad_token_id=ids["<|endoftext|>"],
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|endoftext|>"],
+        pad_token_id=ids["<|endoftext|>"],
         no_timestamps_token_id=ids["<|notimestamps|>"],
         is_multilingual=True,  # so generate_kwargs={"language": "en", "task": "transcribe"} is accepted
         lang_to_id={"<|en|>": ids["<|en|>"]},
@@ -243,7 +295,9 @@ def build_asr_whisper(out: Path) -> Path:
         num_beams=1,  # the ASR pipeline otherwise defaults to num_beams=5 (and max_new_tokens=256)
         # Byte-level tokens for non-ASCII bytes decode to "\ufffd" when emitted alone by a
         # random model; suppressing them keeps transcripts printable.
-        suppress_tokens=[i for t, i in vocab.items() if t not in WHISPER_SPECIALS and not _printable_bpe(t)],
+        suppress_tokens=[
+            i for t, i in vocab.items() if t not in WHISPER_SPECIALS and not _printable_bpe(t)
+        ],
     )
     return _save(out, model, tok, fe)
 
@@ -259,13 +313,27 @@ def build_asr_ctc(out: Path) -> Path:
     (out / "vocab.json").write_text(json.dumps(vocab))
     tok = transformers.Wav2Vec2CTCTokenizer(str(out / "vocab.json"), word_delimiter_token="|")
     fe = transformers.Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
+        feature_size=1,
+        sampling_rate=16000,
+        padding_value=0.0,
+        do_normalize=True,
+        return_attention_mask=True,
     )
     cfg = transformers.Wav2Vec2Config(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        conv_dim=(32, 32, 32), conv_stride=(5, 4, 4), conv_kernel=(10, 4, 4),  # 80x downsampling
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-        pad_token_id=0, ctc_loss_reduction="mean", do_stable_layer_norm=False, feat_extract_norm="group",
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(32, 32, 32),
+        conv_stride=(5, 4, 4),
+        conv_kernel=(10, 4, 4),  # 80x downsampling
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        pad_token_id=0,
+        ctc_loss_reduction="mean",
+        do_stable_layer_norm=False,
+        feat_extract_norm="group",
     )
     return _save(out, transformers.Wav2Vec2ForCTC(cfg).eval(), tok, fe)
 
@@ -274,9 +342,16 @@ def build_image_classification(out: Path) -> Path:
     _seed()
     labels = ["cat", "dog", "car"]
     cfg = transformers.ViTConfig(
-        image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=64,
-        num_labels=3, id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
+        image_size=32,
+        patch_size=8,
+        num_channels=3,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=3,
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
     )
     # transformers 5.x: ViTImageProcessor is the torchvision backend; without
     # torchvision use the PIL backend class explicitly (Pillow is required).
@@ -284,21 +359,33 @@ def build_image_classification(out: Path) -> Path:
     return _save(out, transformers.ViTForImageClassification(cfg).eval(), proc)
 
 
-
-
 def build_audio_classification(out: Path) -> Path:
     """wav2vec2-like audio classifier (3 labels)."""
     _seed()
     labels = ["speech", "music", "noise"]
     fe = transformers.Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
+        feature_size=1,
+        sampling_rate=16000,
+        padding_value=0.0,
+        do_normalize=True,
+        return_attention_mask=True,
     )
     cfg = transformers.Wav2Vec2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        conv_dim=(32, 32, 32), conv_stride=(5, 4, 4), conv_kernel=(10, 4, 4),
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, classifier_proj_size=16,
-        num_labels=3, id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
-        do_stable_layer_norm=False, feat_extract_norm="group",
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(32, 32, 32),
+        conv_stride=(5, 4, 4),
+        conv_kernel=(10, 4, 4),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        classifier_proj_size=16,
+        num_labels=3,
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+        do_stable_layer_norm=False,
+        feat_extract_norm="group",
     )
     return _save(out, transformers.Wav2Vec2ForSequenceClassification(cfg).eval(), fe)
 
