@@ -61,10 +61,33 @@ def _make_predict(ref: ModelRef, label: str) -> Callable[[Iterator[Any]], Iterat
     return predict
 
 
+_NODE = "columnnodeexpression("
+_ATTRIBUTE = re.compile(r"UnresolvedAttribute\(List\(([^)]*)\)")
+
+
 def _column_label(col: Any) -> str:
-    """A column as a user wrote it: ``text``, ``struct(a, b)`` (``Column<'...'>`` unwrapped)."""
+    """A column as a user wrote it: ``text``, ``struct(a, b)``, ``pace(text)``.
+
+    ``Column<'...'>`` is unwrapped, and the JVM's ``columnnodeexpression(UnresolvedAttribute(
+    List(text), ...))`` that a UDF call over a column name prints is cut back to ``text``.
+
+    Example:
+        >>> _column_label("text")
+        'text'
+    """
     text = col if isinstance(col, str) else str(col)
-    return text.removeprefix("Column<'").removesuffix("'>")
+    text = text.removeprefix("Column<'").removesuffix("'>")
+    while (start := text.find(_NODE)) >= 0:
+        depth, end = 0, len(text)
+        for i in range(start + len(_NODE) - 1, len(text)):
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            if depth == 0:
+                end = i + 1
+                break
+        names = _ATTRIBUTE.search(text, start, end)
+        name = ".".join(p.strip() for p in names.group(1).split(",")) if names else "column"
+        text = text[:start] + name + text[end:]
+    return text
 
 
 class ModelUDF:
