@@ -17,10 +17,14 @@ import inspect
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hfspark.errors import ConfigError, ModelValidationError, RowError
+from hfspark.tasks._graph import collate_arrays
 from hfspark.tasks.base import LoadedModel
+
+if TYPE_CHECKING:
+    from hfspark.tasks._graph import Graph
 
 __all__ = [
     "require_text",
@@ -31,13 +35,19 @@ __all__ = [
     "encode",
     "split_rows",
     "collate",
+    "collate_arrays",
+    "token_inputs",
     "call_model",
+    "logits_graph",
+    "prune_if",
+    "softmax",
     "labels_of",
     "read_json",
 ]
 
 #: a tokenizer's ``model_max_length`` above this means "unknown" (transformers uses 1e30).
 _UNSET_LENGTH = 1_000_000
+_TOKEN_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 
 
 def require_text(value: Any, field: str = "text") -> str:
@@ -138,34 +148,19 @@ def encode(
 
 
 def collate(loaded: LoadedModel, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Pad the model inputs of a batch on the right and move them to the model's device.
+    """Pad the model inputs of a batch on the right as torch tensors on the model's device.
 
-    The same tensors as ``tokenizer.pad(..., padding_side="right")``, built with numpy: the
-    tokenizer's pad is ~0.3 ms of Python per call, as much as a small model's forward.
+    (:func:`~hfspark.tasks._graph.collate_arrays` as tensors; graph tasks use the arrays.)
     """
-    import numpy as np
     import torch
 
-    tok = loaded.tokenizer
-    wanted = list(tok.model_input_names)
-    names = [k for k in wanted if k in features[0]]
-    lengths = [len(f["input_ids"]) for f in features]
-    width = max(lengths)
-    pad_values = {
-        "input_ids": tok.pad_token_id or 0,
-        "token_type_ids": getattr(tok, "pad_token_type_id", 0) or 0,
-    }
-    out: dict[str, Any] = {}
-    for key in names:
-        arr = np.full((len(features), width), pad_values.get(key, 0), dtype=np.int64)
-        for i, f in enumerate(features):
-            arr[i, : lengths[i]] = f[key]
-        out[key] = arr
-    if "attention_mask" in wanted and "attention_mask" not in out:
-        out["attention_mask"] = (np.arange(width)[None, :] < np.asarray(lengths)[:, None]).astype(
-            np.int64
-        )
-    return {k: torch.from_numpy(v).to(loaded.device) for k, v in out.items()}
+    arrays = collate_arrays(loaded.tokenizer, features)
+    return {k: torch.from_numpy(v).to(loaded.device) for k, v in arrays.items()}
+
+
+def token_inputs(tokenizer: Any) -> tuple[str, ...]:
+    """The token inputs an encoder graph takes, as the tokenizer gives them."""
+    return tuple(k for k in tokenizer.model_input_names if k in _TOKEN_INPUTS)
 
 
 def call_model(loaded: LoadedModel, batch: dict[str, Any]) -> Any:
@@ -198,3 +193,37 @@ def read_json(folders: Sequence[Path | None], name: str) -> dict[str, Any] | Non
             except (OSError, ValueError):
                 return None
     return None
+
+
+def logits_graph(loaded: LoadedModel, key: str, outputs: Sequence[str] = ("logits",)) -> Graph:
+    """The model call of a classifier-style encoder task: token inputs -> its logits."""
+    from hfspark.tasks._graph import Graph
+
+    names = tuple(outputs)
+
+    def fn(**inputs: Any) -> dict[str, Any]:
+        out = call_model(loaded, inputs)
+        return {k: getattr(out, k) for k in names}
+
+    return Graph(inputs=token_inputs(loaded.tokenizer), outputs=names, fn=fn, key=key)
+
+
+def prune_if(loaded: LoadedModel, enabled: bool, **kwargs: Any) -> bool:
+    """Prune the last layer (:func:`~hfspark.tasks._first_token.prune_last_layer`) of a torch model.
+
+    On the ONNX path the graph was exported from the model as the task loads it (pruned or
+    not): nothing to do, and torch is not imported.
+    """
+    if not enabled or loaded.engine != "torch":
+        return False
+    from hfspark.tasks._first_token import prune_last_layer
+
+    return prune_last_layer(loaded.model, **kwargs)
+
+
+def softmax(x: Any) -> Any:
+    """Softmax over the last axis of a numpy array."""
+    import numpy as np
+
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)

@@ -34,6 +34,8 @@ from hfspark.errors import ConfigError, InputSchemaError, ModelValidationError
 if TYPE_CHECKING:
     from pyspark.sql.types import DataType
 
+    from hfspark.tasks._graph import Graph
+
 __all__ = ["ENCODER_CALL_COST", "TaskOptions", "LoadedModel", "TaskAdapter", "options_error"]
 
 #: a forward call of a small encoder on one CPU thread costs about as much as 8 more tokens
@@ -59,6 +61,11 @@ class LoadedModel:
     device: Any = "cpu"
     dtype: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
+    #: what runs the task's :class:`~hfspark.tasks._graph.Graph`: torch (made on first use
+    #: from ``model``) or an ONNX Runtime session.
+    runner: Any = None
+    #: ``torch`` or ``onnx`` (then ``model`` is a LightModel: its config, no torch weights).
+    engine: str = "torch"
 
 
 def options_error(task: str, exc: ValidationError, valid: Sequence[str]) -> ConfigError:
@@ -109,6 +116,9 @@ class TaskAdapter(ABC):
     #: so batches are cut where that pays (see :func:`hfspark.udfs.batching.plan_batches`).
     cpu_call_cost: ClassVar[float | None] = None
 
+    #: task options that change the exported ONNX graph (part of its file name).
+    graph_options: ClassVar[tuple[str, ...]] = ()
+
     #: a row whose inputs hold any null gives a null result (prompt templates over columns).
     all_inputs_required: bool = False
     #: several input columns bind to :attr:`input_fields` by their names (one struct is built).
@@ -120,6 +130,7 @@ class TaskAdapter(ABC):
         return cls.auto_model
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        self._onnx: tuple[Path, Mapping[str, Any]] | None = None
         try:
             self.options = self.Options.model_validate(dict(options or {}))
         except ValidationError as e:
@@ -183,10 +194,72 @@ class TaskAdapter(ABC):
         return dict(params)
 
     # ---------------------------------------------------------------- executor side
+    @classmethod
+    def exports_onnx(cls) -> bool:
+        """Whether this task's model call is a :class:`~hfspark.tasks._graph.Graph` (ONNX-able)."""
+        return cls.graph is not TaskAdapter.graph
+
+    def graph(self, loaded: LoadedModel) -> Graph:
+        """The task's model call as a Graph (encoder tasks); others run their own forward."""
+        raise NotImplementedError(f"task {self.name!r} has no ONNX graph")
+
+    def graph_name(self) -> str:
+        """The exported graph's file stem: the task and the options that change the graph."""
+        import hashlib
+        import json
+
+        opts = {k: getattr(self.options, k, None) for k in self.graph_options}
+        tag = hashlib.sha256(json.dumps(opts, sort_keys=True, default=str).encode()).hexdigest()
+        return f"{self.name}-{tag[:10]}"
+
+    def run(self, loaded: LoadedModel, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Run the task's graph on padded numpy inputs: numpy outputs, whatever the engine."""
+        if loaded.runner is None:
+            from hfspark.tasks._graph import TorchRunner
+
+            loaded.runner = TorchRunner(self.graph(loaded), loaded.device)
+        return dict(loaded.runner(inputs))
+
+    def load_onnx(
+        self,
+        model_dir: Path,
+        components: Mapping[str, Path],
+        graph_path: Path,
+        record: Mapping[str, Any],
+        threads: int = 1,
+    ) -> LoadedModel:
+        """Load for ONNX Runtime: ``config.json``, the tokenizer, the verified graph; no torch."""
+        self._onnx = (Path(graph_path), {**record, "threads": threads})
+        try:
+            return self.load(model_dir, components, "cpu", None)
+        finally:
+            self._onnx = None
+
+    def _load_light(self, model_dir: Path, components: Mapping[str, Path]) -> LoadedModel:
+        from hfspark.tasks._graph import LightConfig, LightModel, OrtRunner, light_tokenizer
+
+        assert self._onnx is not None
+        path, record = self._onnx
+        loaded = LoadedModel(
+            model=LightModel(LightConfig.from_folder(model_dir), path),
+            device="cpu",
+            dtype="float32",
+            engine="onnx",
+        )
+        loaded.runner = OrtRunner(path, threads=int(record.get("threads", 1)))
+        folder = components.get("tokenizer", model_dir)
+        if record.get("light_tokenizer"):
+            loaded.tokenizer = light_tokenizer(folder, record["token_inputs"])
+        else:  # the model's own tokenizer class (transformers imports torch for it)
+            loaded.tokenizer = _load_component("tokenizer", folder)
+        return loaded
+
     def load(
         self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any
     ) -> LoadedModel:
         """Load the model with :attr:`auto_model` and its processors; no remote code, no pickle."""
+        if self._onnx is not None:
+            return self._load_light(model_dir, components)
         import transformers
         from transformers import AutoConfig
 

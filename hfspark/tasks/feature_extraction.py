@@ -29,23 +29,26 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import torch
+import numpy as np
 
 from hfspark.errors import ConfigError
-from hfspark.tasks._dual import fixed_text_length, is_dual_encoder, text_embeddings
-from hfspark.tasks._first_token import prune_last_layer
 from hfspark.tasks._text import (
     call_model,
-    collate,
+    collate_arrays,
     encode,
+    prune_if,
     read_json,
     require_text,
     resolve_max_length,
+    token_inputs,
 )
 from hfspark.tasks.base import ENCODER_CALL_COST, LoadedModel, TaskAdapter, TaskOptions
 
 if TYPE_CHECKING:
+    import torch
     from pyspark.sql.types import DataType
+
+    from hfspark.tasks._graph import Graph
 
 __all__ = ["FeatureExtraction", "FeatureExtractionOptions", "pool"]
 
@@ -72,6 +75,8 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.
     """Pool ``(batch, tokens, dim)`` hidden states into ``(batch, dim)``; padding never counts."""
     if how == "cls":
         return hidden[:, 0]
+    import torch
+
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     if how == "max":
         return hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
@@ -88,6 +93,7 @@ class FeatureExtraction(TaskAdapter):
     result_field = "embedding"
     Options = FeatureExtractionOptions
     options: FeatureExtractionOptions
+    graph_options = ("pooling", "prune_last_layer")
 
     def output_type(self) -> DataType:
         from pyspark.sql.types import ArrayType, FloatType
@@ -98,8 +104,11 @@ class FeatureExtraction(TaskAdapter):
         self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any
     ) -> LoadedModel:
         loaded = super().load(model_dir, components, device, dtype)
-        if is_dual_encoder(loaded.model):
-            return self._load_text_tower(loaded)
+        if loaded.engine == "torch":
+            from hfspark.tasks._dual import is_dual_encoder
+
+            if is_dual_encoder(loaded.model):
+                return self._load_text_tower(loaded)
         folders = [Path(model_dir), components.get("tokenizer")]
         st_config = read_json(folders, "sentence_bert_config.json") or {}
         pooling = self.options.pooling
@@ -115,14 +124,17 @@ class FeatureExtraction(TaskAdapter):
                 "mean",
             )
         default = st_config.get("max_seq_length") or 512
-        if pooling == "cls" and self.options.prune_last_layer:
-            loaded.extras["pruned"] = prune_last_layer(loaded.model, head_reads_first_token=True)
+        loaded.extras["pruned"] = prune_if(
+            loaded, pooling == "cls" and self.options.prune_last_layer, head_reads_first_token=True
+        )
         loaded.extras.update(
             pooling=pooling, max_length=resolve_max_length(loaded, self.options.max_length, default)
         )
         return loaded
 
     def _load_text_tower(self, loaded: LoadedModel) -> LoadedModel:
+        from hfspark.tasks._dual import fixed_text_length
+
         if self.options.pooling is not None:
             raise ConfigError(
                 f"pooling={self.options.pooling!r}: a {type(loaded.model).__name__} gives its "
@@ -141,14 +153,30 @@ class FeatureExtraction(TaskAdapter):
     def prepare(self, loaded: LoadedModel, items: list[str]) -> list[dict]:
         return encode(loaded.tokenizer, items, max_length=loaded.extras["max_length"])
 
+    def graph(self, loaded: LoadedModel) -> Graph:
+        """Token inputs -> the pooled (not yet normalised) vector of each row."""
+        from hfspark.tasks._graph import Graph
+
+        how = loaded.extras["pooling"]
+        if how == "projection":
+            raise NotImplementedError("a dual encoder's text tower runs on torch")
+
+        def fn(**inputs: Any) -> dict[str, Any]:
+            out = call_model(loaded, inputs)
+            hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+            return {"embedding": pool(hidden.float(), inputs["attention_mask"], how)}
+
+        return Graph(token_inputs(loaded.tokenizer), ("embedding",), fn, self.graph_name())
+
     def forward(self, loaded: LoadedModel, features: list[dict]) -> list[list[float]]:
         if loaded.extras["pooling"] == "projection":
-            vectors = text_embeddings(loaded, features)
+            from hfspark.tasks._dual import text_embeddings
+
+            vectors = text_embeddings(loaded, features).float().cpu().numpy()
         else:
-            batch = collate(loaded, features)
-            out = call_model(loaded, batch)
-            hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-            vectors = pool(hidden.float(), batch["attention_mask"], loaded.extras["pooling"])
+            batch = collate_arrays(loaded.tokenizer, features, token_inputs(loaded.tokenizer))
+            vectors = self.run(loaded, batch)["embedding"]
         if self.options.normalize:
-            vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
-        return vectors.cpu().tolist()
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.maximum(norms, 1e-12)
+        return vectors.tolist()

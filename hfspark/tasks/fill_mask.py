@@ -27,15 +27,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from pydantic import PositiveInt, field_validator
 
 from hfspark.errors import ConfigError, ModelValidationError, RowError
-from hfspark.tasks._text import call_model, collate, require_text, resolve_max_length, split_rows
+from hfspark.tasks._text import (
+    call_model,
+    collate_arrays,
+    require_text,
+    resolve_max_length,
+    softmax,
+    split_rows,
+    token_inputs,
+)
 from hfspark.tasks.base import ENCODER_CALL_COST, LoadedModel, TaskAdapter, TaskOptions
 
 if TYPE_CHECKING:
     from pyspark.sql.types import DataType
+
+    from hfspark.tasks._graph import Graph
 
 __all__ = ["FillMask", "FillMaskOptions"]
 
@@ -149,17 +158,31 @@ class FillMask(TaskAdapter):
             del feat["special_tokens_mask"]
         return feats
 
+    def graph(self, loaded: LoadedModel) -> Graph:
+        """Token inputs + each row's mask position -> the logits at that position."""
+        from hfspark.tasks._graph import Graph
+
+        def fn(mask_index: Any, **inputs: Any) -> dict[str, Any]:
+            logits = call_model(loaded, inputs).logits
+            where = mask_index.view(-1, 1, 1).expand(-1, 1, logits.shape[-1])
+            return {"logits": logits.gather(1, where).squeeze(1)}
+
+        names = (*token_inputs(loaded.tokenizer), "mask_index")
+        return Graph(names, ("logits",), fn, self.graph_name(), per_row=("mask_index",))
+
     def forward(self, loaded: LoadedModel, features: list[dict]) -> list[list[dict]]:
         tok = loaded.tokenizer
-        batch = collate(loaded, features)
-        where = torch.tensor([f["mask_index"] for f in features], device=loaded.device)
-        rows = torch.arange(len(features), device=loaded.device)
-        probs = call_model(loaded, batch).logits[rows, where].float().softmax(dim=-1)
+        batch = collate_arrays(tok, features, token_inputs(tok))
+        batch["mask_index"] = np.array([f["mask_index"] for f in features], dtype=np.int64)
+        probs = softmax(self.run(loaded, batch)["logits"])
         targets = loaded.extras["targets"]
         if targets is not None:
-            probs = probs[:, torch.as_tensor(targets, device=probs.device)]
-        scores, picks = probs.topk(min(self.options.top_k, probs.shape[-1]), dim=-1)
-        scores, picks = scores.cpu().numpy(), picks.cpu().numpy()
+            probs = probs[:, np.asarray(targets)]
+        k = min(self.options.top_k, probs.shape[-1])
+        top = np.argpartition(-probs, k - 1, axis=-1)[:, :k]
+        order = np.argsort(-np.take_along_axis(probs, top, axis=-1), axis=-1, kind="stable")
+        picks = np.take_along_axis(top, order, axis=-1)
+        scores = np.take_along_axis(probs, picks, axis=-1)
         if targets is not None:
             picks = np.asarray(targets)[picks]
         k = picks.shape[1]

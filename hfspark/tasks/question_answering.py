@@ -30,22 +30,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from pydantic import PositiveInt
 
 from hfspark.errors import ConfigError, RowError
 from hfspark.tasks._text import (
-    call_model,
     check_fast,
-    collate,
+    collate_arrays,
     fields_of,
+    logits_graph,
     require_text,
     resolve_max_length,
+    softmax,
+    token_inputs,
 )
 from hfspark.tasks.base import ENCODER_CALL_COST, LoadedModel, TaskAdapter, TaskOptions
 
 if TYPE_CHECKING:
     from pyspark.sql.types import DataType
+
+    from hfspark.tasks._graph import Graph
 
 __all__ = ["QuestionAnswering", "QuestionAnsweringOptions"]
 
@@ -162,24 +165,24 @@ class QuestionAnswering(TaskAdapter):
         """Padded cost of a row: windows x longest window."""
         return len(feature["windows"]) * max(len(w["input_ids"]) for w in feature["windows"])
 
+    def graph(self, loaded: LoadedModel) -> Graph:
+        return logits_graph(loaded, self.graph_name(), ("start_logits", "end_logits"))
+
     def forward(self, loaded: LoadedModel, features: list[dict]) -> list[dict]:
         windows = [w for f in features for w in f["windows"]]
-        batch = collate(loaded, windows)
-        out = call_model(loaded, batch)
+        batch = collate_arrays(loaded.tokenizer, windows, token_inputs(loaded.tokenizer))
+        out = self.run(loaded, batch)
         ids = batch["input_ids"]
-        ctx = _pad_bool([w["in_context"] for w in windows], ids.shape[1], ids.device)
+        ctx = _pad_bool([w["in_context"] for w in windows], ids.shape[1])
         cls_id = loaded.tokenizer.cls_token_id
         allowed = ctx | (ids == cls_id) if cls_id is not None else ctx  # CLS joins the softmax
-        allowed = allowed & batch["attention_mask"].bool()
-        p_start = out.start_logits.float().masked_fill(~allowed, _MASKED).softmax(dim=-1)
-        p_end = out.end_logits.float().masked_fill(~allowed, _MASKED).softmax(dim=-1)
+        allowed = allowed & batch["attention_mask"].astype(bool)
+        p_start = softmax(np.where(allowed, out["start_logits"], np.float32(_MASKED)))
+        p_end = softmax(np.where(allowed, out["end_logits"], np.float32(_MASKED)))
         null = p_start[:, 0] * p_end[:, 0]
         p_start, p_end = p_start * ctx, p_end * ctx  # CLS (and everything else) out of the spans
         span_score, span_start, span_len = _best_spans(
             p_start, p_end, ctx, self.options.max_answer_len
-        )
-        span_score, span_start, span_len, null = (  # type: ignore[assignment]  # tensors -> arrays
-            t.cpu().numpy() for t in (span_score, span_start, span_len, null)
         )
         results, w0 = [], 0
         for feat in features:
@@ -225,29 +228,28 @@ def _cut_questions(tok: Any, questions: list[str], max_tokens: int) -> list[str]
     ]
 
 
-def _pad_bool(rows: list[list[bool]], width: int, device: Any) -> torch.Tensor:
-    out = torch.zeros(len(rows), width, dtype=torch.bool)
+def _pad_bool(rows: list[list[bool]], width: int) -> np.ndarray:
+    out = np.zeros((len(rows), width), dtype=bool)
     for r, row in enumerate(rows):
-        out[r, : len(row)] = torch.tensor(row, dtype=torch.bool)
-    return out.to(device)
+        out[r, : len(row)] = row
+    return out
 
 
 def _best_spans(
-    p_start: torch.Tensor, p_end: torch.Tensor, ctx: torch.Tensor, max_answer_len: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    p_start: np.ndarray, p_end: np.ndarray, ctx: np.ndarray, max_answer_len: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per window: the best ``p_start[i] * p_end[i + d]`` over context spans with ``0 <= d < max_answer_len``.
 
     Returns (score, i, d); score is -1 for a window without any context token.
     """
     n_win, width = p_start.shape
     span = min(max_answer_len, width)
-    end_padded = torch.nn.functional.pad(p_end, (0, span))
-    ctx_padded = torch.nn.functional.pad(ctx, (0, span))
+    end_padded = np.pad(p_end, ((0, 0), (0, span)))
+    ctx_padded = np.pad(ctx, ((0, 0), (0, span)))
     # (windows, start i, length d): the pipeline's upper band of the start x end outer product
-    ends = torch.stack([end_padded[:, d : d + width] for d in range(span)], dim=-1)
-    valid = (
-        torch.stack([ctx_padded[:, d : d + width] for d in range(span)], dim=-1) & ctx[..., None]
-    )
-    scores = torch.where(valid, p_start[..., None] * ends, torch.full_like(ends, -1.0))
-    best, flat = scores.reshape(n_win, -1).max(dim=-1)
+    ends = np.stack([end_padded[:, d : d + width] for d in range(span)], axis=-1)
+    valid = np.stack([ctx_padded[:, d : d + width] for d in range(span)], axis=-1) & ctx[..., None]
+    scores = np.where(valid, p_start[..., None] * ends, np.float32(-1.0)).reshape(n_win, -1)
+    flat = scores.argmax(axis=-1)
+    best = np.take_along_axis(scores, flat[:, None], axis=-1)[:, 0]
     return best, flat // span, flat % span

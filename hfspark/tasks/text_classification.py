@@ -21,23 +21,28 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from pydantic import PositiveInt
 
 from hfspark.errors import RowError
-from hfspark.tasks._first_token import prune_last_layer
 from hfspark.tasks._text import (
-    call_model,
-    collate,
+    collate_arrays,
     encode,
     fields_of,
     labels_of,
+    logits_graph,
+    prune_if,
     require_text,
     resolve_max_length,
+    softmax,
+    token_inputs,
 )
 from hfspark.tasks.base import ENCODER_CALL_COST, LoadedModel, TaskAdapter, TaskOptions
 
 if TYPE_CHECKING:
     from pyspark.sql.types import DataType
+
+    from hfspark.tasks._graph import Graph
 
 __all__ = ["TextClassification", "TextClassificationOptions", "default_function"]
 
@@ -71,13 +76,13 @@ def default_function(config: Any) -> str:
     return str(getattr(config, "function_to_apply", None) or "none")
 
 
-def score_labels(logits: Any, function: str) -> Any:
-    """Turn a ``(batch, labels)`` logits tensor into scores with ``function``."""
-    logits = logits.float()
+def score_labels(logits: np.ndarray, function: str) -> np.ndarray:
+    """Turn a ``(batch, labels)`` logits array into scores with ``function``."""
+    logits = np.asarray(logits, dtype=np.float32)
     if function == "softmax":
-        return logits.softmax(dim=-1)
+        return softmax(logits)
     if function == "sigmoid":
-        return logits.sigmoid()
+        return 1.0 / (1.0 + np.exp(-logits))
     return logits
 
 
@@ -94,6 +99,7 @@ class TextClassification(TaskAdapter):
     result_field = "result"
     Options = TextClassificationOptions
     options: TextClassificationOptions
+    graph_options = ("prune_last_layer",)
 
     def output_type(self) -> DataType:
         from pyspark.sql.types import ArrayType, DoubleType, StringType, StructField, StructType
@@ -105,8 +111,7 @@ class TextClassification(TaskAdapter):
         self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any
     ) -> LoadedModel:
         loaded = super().load(model_dir, components, device, dtype)
-        if self.options.prune_last_layer:
-            loaded.extras["pruned"] = prune_last_layer(loaded.model)
+        loaded.extras["pruned"] = prune_if(loaded, self.options.prune_last_layer)
         fn = self.options.function_to_apply
         loaded.extras["function"] = default_function(loaded.model.config) if fn == "default" else fn
         loaded.extras["labels"] = labels_of(loaded)
@@ -129,14 +134,18 @@ class TextClassification(TaskAdapter):
             max_length=loaded.extras["max_length"],
         )
 
+    def graph(self, loaded: LoadedModel) -> Graph:
+        return logits_graph(loaded, self.graph_name())
+
     def forward(self, loaded: LoadedModel, features: list[dict]) -> list[dict]:
-        logits = call_model(loaded, collate(loaded, features)).logits
-        scores = score_labels(logits, loaded.extras["function"])
-        values, order = scores.sort(dim=-1, descending=True, stable=True)
+        batch = collate_arrays(loaded.tokenizer, features, token_inputs(loaded.tokenizer))
+        scores = score_labels(self.run(loaded, batch)["logits"], loaded.extras["function"])
         k = self.options.top_k or scores.shape[-1]
+        order = np.argsort(-scores, axis=-1, kind="stable")[:, :k]
+        values = np.take_along_axis(scores, order, axis=-1)
         labels = loaded.extras["labels"]
         out = []
-        for vals, idx in zip(values[:, :k].tolist(), order[:, :k].tolist(), strict=True):
+        for vals, idx in zip(values.tolist(), order.tolist(), strict=True):
             ranked = [
                 {"label": labels[i], "score": float(v)} for i, v in zip(idx, vals, strict=True)
             ]

@@ -32,18 +32,22 @@ import numpy as np
 from pydantic import AliasChoices, Field
 
 from hfspark.tasks._text import (
-    call_model,
     check_fast,
-    collate,
+    collate_arrays,
     labels_of,
+    logits_graph,
     require_text,
     resolve_max_length,
+    softmax,
     split_rows,
+    token_inputs,
 )
 from hfspark.tasks.base import ENCODER_CALL_COST, LoadedModel, TaskAdapter, TaskOptions
 
 if TYPE_CHECKING:
     from pyspark.sql.types import DataType
+
+    from hfspark.tasks._graph import Graph
 
 __all__ = ["TokenClassification", "TokenClassificationOptions"]
 
@@ -136,9 +140,12 @@ class TokenClassification(TaskAdapter):
             feat["text"] = text
         return feats
 
+    def graph(self, loaded: LoadedModel) -> Graph:
+        return logits_graph(loaded, self.graph_name())
+
     def forward(self, loaded: LoadedModel, features: list[dict]) -> list[list[dict]]:
-        logits = call_model(loaded, collate(loaded, features)).logits
-        probs = logits.float().softmax(dim=-1).cpu().numpy()
+        batch = collate_arrays(loaded.tokenizer, features, token_inputs(loaded.tokenizer))
+        probs = softmax(self.run(loaded, batch)["logits"])
         return [
             self._entities(loaded, feat, probs[i, : len(feat["input_ids"])])
             for i, feat in enumerate(features)

@@ -32,19 +32,22 @@ import numpy as np
 from pydantic import PositiveInt, field_validator
 
 from hfspark.errors import ModelValidationError, RowError
-from hfspark.tasks._first_token import prune_last_layer
 from hfspark.tasks._text import (
-    call_model,
-    collate,
+    collate_arrays,
     encode,
     fields_of,
+    logits_graph,
+    prune_if,
     require_text,
     resolve_max_length,
+    token_inputs,
 )
 from hfspark.tasks.base import ENCODER_CALL_COST, LoadedModel, TaskAdapter, TaskOptions
 
 if TYPE_CHECKING:
     from pyspark.sql.types import DataType
+
+    from hfspark.tasks._graph import Graph
 
 __all__ = [
     "CandidateLabelOptions",
@@ -157,6 +160,7 @@ class ZeroShotClassification(TaskAdapter):
     result_field = "result"
     Options = ZeroShotOptions
     options: ZeroShotOptions
+    graph_options = ("prune_last_layer",)
 
     def output_type(self) -> DataType:
         return labels_scores_type()
@@ -165,8 +169,7 @@ class ZeroShotClassification(TaskAdapter):
         self, model_dir: Path, components: Mapping[str, Path], device: Any, dtype: Any
     ) -> LoadedModel:
         loaded = super().load(model_dir, components, device, dtype)
-        if self.options.prune_last_layer:
-            loaded.extras["pruned"] = prune_last_layer(loaded.model)
+        loaded.extras["pruned"] = prune_if(loaded, self.options.prune_last_layer)
         label2id = dict(loaded.model.config.label2id or {})
         entail = next(
             (int(i) for lab, i in label2id.items() if str(lab).lower().startswith("entail")), None
@@ -206,9 +209,13 @@ class ZeroShotClassification(TaskAdapter):
         """Padded cost of a row: labels x longest pair."""
         return len(feature["pairs"]) * max(len(p["input_ids"]) for p in feature["pairs"])
 
+    def graph(self, loaded: LoadedModel) -> Graph:
+        return logits_graph(loaded, self.graph_name())
+
     def forward(self, loaded: LoadedModel, features: list[dict]) -> list[dict]:
         pairs = [p for f in features for p in f["pairs"]]
-        logits = call_model(loaded, collate(loaded, pairs)).logits.float().cpu().numpy()
+        batch = collate_arrays(loaded.tokenizer, pairs, token_inputs(loaded.tokenizer))
+        logits = self.run(loaded, batch)["logits"]
         entail = logits[:, loaded.extras["entail"]]
         # per pair: softmax of (contradiction, entailment) == sigmoid(entail - contradiction)
         alone = 1.0 / (1.0 + np.exp(logits[:, loaded.extras["contradiction"]] - entail))
