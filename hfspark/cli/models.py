@@ -48,6 +48,11 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="PEFT: save the merged model instead of adapter + base reference",
     )
+    p.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also export an ONNX graph checked against torch (encoder tasks; engine=onnx/auto)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -73,6 +78,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         out["base_model"] = args.base_model
     if args.merge_adapter:
         out["merge_adapter"] = True
+    if args.onnx:
+        out["onnx"] = True
     return out
 
 

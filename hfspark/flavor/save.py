@@ -88,6 +88,7 @@ def save_model(
     storage_options: Mapping[str, Any] | None = None,
     base_model: Any = None,
     merge_adapter: bool = False,
+    onnx: bool = False,
 ) -> ModelInfo:
     """Save a transformers model for hfspark (and MLflow) at ``path``.
 
@@ -111,6 +112,9 @@ def save_model(
             model, a folder or a registered model (``models:/bert/1``); default: the adapter
             config's base when it is a local folder. Saved as MLflow's ``peft/`` layout.
         merge_adapter: for a PEFT model: save the merged model instead of adapter + base.
+        onnx: also export the task's model call to ONNX (``onnx/`` beside the weights),
+            checked against torch; ``engine="onnx"``/``"auto"`` workers then run it without
+            torch. Encoder tasks only (see :mod:`hfspark.flavor.onnx_export`).
 
     Returns:
         The :class:`ModelInfo` of the saved model.
@@ -185,6 +189,8 @@ def save_model(
             user_meta,
             prompt_template,
         )
+        if onnx:
+            _export_onnx(stage, canonical, options)
         (stage / INCOMPLETE_MARKER).unlink()
         if remote:
             _publish_remote(stage, target, exists, storage_options)
@@ -194,6 +200,18 @@ def save_model(
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return read_info(target, task=canonical, storage_options=storage_options)
+
+
+def _export_onnx(stage: Path, task: str, options: Mapping[str, Any]) -> None:
+    from hfspark.flavor.onnx_export import export_saved
+
+    model_dir = stage / MODEL_DIR
+    if not (model_dir / CONFIG_FILE).is_file():
+        raise ConfigError(
+            "onnx=True needs the weights in the saved folder; a PEFT adapter saved beside a "
+            "referenced base has none: pass merge_adapter=True to export the merged model."
+        )
+    export_saved(stage, model_dir, task, options)
 
 
 def _exists(dest: Path | None) -> bool:

@@ -41,6 +41,7 @@ __all__ = [
     "file_sha256",
     "read_record",
     "ONNX_MODEL_TYPES",
+    "ONNX_TASKS",
     "TOLERANCE",
 ]
 
@@ -48,6 +49,15 @@ __all__ = [
 #: :data:`TOLERANCE` in hfspark's parity tests; ``engine="auto"`` uses ONNX Runtime for these.
 ONNX_MODEL_TYPES = frozenset(
     {"bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra", "deberta-v2"}
+)
+#: the tasks whose model call is a graph (feature-extraction: not for dual encoders).
+ONNX_TASKS = (
+    "text-classification",
+    "token-classification",
+    "fill-mask",
+    "question-answering",
+    "zero-shot-classification",
+    "feature-extraction",
 )
 #: an exported graph is used when every output is within ``TOLERANCE`` x max(1, max |torch|)
 #: of the torch forward on the probe batch (and pooled vectors keep cosine >= 1 - 1e-5).

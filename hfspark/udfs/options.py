@@ -57,6 +57,11 @@ class UdfOptions(BaseModel):
         default="auto",
         description="auto (bf16/fp16 on GPU, fp32 on CPU) or float32/float16/bfloat16",
     )
+    engine: Literal["torch", "onnx", "auto"] = Field(
+        default="torch",
+        description="torch; onnx (ONNX Runtime on CPU for encoder tasks: a verified export, "
+        "no torch on the worker); auto (onnx where verified on a CPU worker, else torch)",
+    )
     errors: Literal["raise", "column"] = Field(
         default="raise", description="raise: a bad row fails the task; column: an error field"
     )

@@ -45,6 +45,7 @@ class ModelRef:
         options: the UDF options.
         cache_key: the executor cache key (weights, config, task, options).
         shipped: a Broadcast of the packed folder, when executors cannot read ``uri``.
+        engine: the engine the executors use (see :func:`resolve_engine`).
     """
 
     uri: str
@@ -54,6 +55,9 @@ class ModelRef:
     options: UdfOptions
     cache_key: str
     shipped: Any = None
+    #: ``torch``, ``onnx`` or ``auto`` (ONNX Runtime on a worker without a GPU), as resolved
+    #: on the driver by :func:`resolve_engine`.
+    engine: str = "torch"
 
     @property
     def content_hash(self) -> str:
@@ -117,6 +121,47 @@ def _cache_key(info: ModelInfo, task: str, params: Mapping[str, Any], opts: UdfO
     return f"{info.content_hash}-{digest}-{hashlib.sha256(extra.encode()).hexdigest()[:12]}"
 
 
+def resolve_engine(opts: UdfOptions, adapter_cls: type[TaskAdapter], info: ModelInfo) -> str:
+    """The engine of a model UDF, checked on the driver.
+
+    ``onnx`` needs an encoder task (its model call is a graph), a CPU (``device`` auto or cpu,
+    no ``device_map``) and float32 (bf16 stays a torch option). ``auto`` becomes ``torch``
+    unless all of that holds and the model family is one whose export is verified
+    (:data:`~hfspark.tasks._graph.ONNX_MODEL_TYPES`).
+
+    Raises:
+        ConfigError: ``engine="onnx"`` where ONNX Runtime cannot run the model.
+
+    Example:
+        >>> resolve_engine(UdfOptions(engine="auto"), get_task("text-classification"), info)
+        'auto'
+    """
+    from hfspark.errors import ConfigError
+    from hfspark.tasks._graph import ONNX_MODEL_TYPES, ONNX_TASKS
+
+    if opts.engine == "torch":
+        return "torch"
+    problems = []
+    if not adapter_cls.exports_onnx():
+        problems.append(
+            f"task {adapter_cls.name!r} runs on torch (ONNX Runtime runs {', '.join(ONNX_TASKS)})"
+        )
+    if opts.device not in ("auto", "cpu") or opts.device_map is not None:
+        problems.append(f"device={opts.device!r} (ONNX Runtime runs on the CPU here)")
+    if opts.torch_dtype not in ("auto", "float32"):
+        problems.append(f"torch_dtype={opts.torch_dtype!r} (the graph is float32; bf16 is torch's)")
+    if opts.engine == "onnx":
+        if problems:
+            raise ConfigError(
+                f"engine='onnx' cannot run this model: {'; '.join(problems)}. Use "
+                "engine='torch', or engine='auto' to take ONNX Runtime where it applies."
+            )
+        return "onnx"
+    config = Path(info.model_dir) / "config.json"
+    model_type = json.loads(config.read_text()).get("model_type") if config.is_file() else None
+    return "auto" if not problems and model_type in ONNX_MODEL_TYPES else "torch"
+
+
 def resolve_model(
     uri: str,
     *,
@@ -167,4 +212,5 @@ def resolve_model(
         options=opts,
         cache_key=_cache_key(info, name, params, opts),
         shipped=shipped,
+        engine=resolve_engine(opts, adapter_cls, info),
     )
