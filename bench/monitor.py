@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["FileOpens", "WorkerMemory", "proc_hwm_mib", "python_workers"]
+__all__ = ["FileOpens", "WorkerMemory", "proc_hwm_mib", "proc_pss_mib", "python_workers"]
 
 _IN_OPEN = 0x20
 _IN_CLOSE = 0x08 | 0x10  # IN_CLOSE_WRITE | IN_CLOSE_NOWRITE
@@ -49,10 +49,15 @@ def _ppid(pid: int) -> int:
         return -1
 
 
+#: daemon modules whose forked children are the workers (PySpark's and hfspark's).
+_DAEMONS = ("pyspark.daemon", "hfspark.udfs.daemon")
+
+
 def python_workers(root: int | None = None) -> list[int]:
     """PIDs of PySpark Python worker processes under ``root`` (default: this process).
 
-    In daemon mode the workers are forked children of ``pyspark.daemon`` (same command line);
+    In daemon mode the workers are forked children of ``pyspark.daemon`` or hfspark's
+    ``hfspark.udfs.daemon`` (same command line);
     the daemon itself only forks, so it is left out.
     """
     root = os.getpid() if root is None else root
@@ -68,11 +73,14 @@ def python_workers(root: int | None = None) -> list[int]:
             pid, seen = parent.get(pid, -1), seen + 1
         return False
 
+    def daemon(line: str) -> bool:
+        return any(name in line for name in _DAEMONS)
+
     out = []
     for pid in pids:
         line, parent_line = cmd[pid], cmd.get(parent[pid], "")
-        forked = "pyspark.daemon" in line and "pyspark.daemon" in parent_line
-        plain = "-m pyspark.worker" in line and "pyspark.daemon" not in line
+        forked = daemon(line) and daemon(parent_line)
+        plain = "-m pyspark.worker" in line and not daemon(line)
         if (forked or plain) and under_root(pid):
             out.append(pid)
     return sorted(out)
@@ -99,6 +107,25 @@ def proc_hwm_mib(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def proc_pss_mib(pid: int) -> tuple[float, float] | None:
+    """(PSS, RSS) of a process now, in MiB, from ``/proc/<pid>/smaps_rollup`` (None: gone).
+
+    PSS splits each shared page between the processes that map it, so the PSS of N workers
+    adds up to the memory they really take together; RSS counts shared pages in full.
+    """
+    values: dict[str, float] = {}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("Pss", "Rss"):
+                values[key] = int(rest.split()[0]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    if "Pss" not in values:
+        return None
+    return values["Pss"], values.get("Rss", 0.0)
 
 
 class WorkerMemory:

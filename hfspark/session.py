@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 __all__ = [
+    "DAEMON_KEY",
     "DEFAULT_CONF",
     "spark_conf",
     "local_spark",
@@ -33,6 +34,10 @@ __all__ = [
 log = logging.getLogger("hfspark.session")
 _DELTA_SQL = ("spark.sql.extensions", "spark.sql.catalog.spark_catalog")
 _IMPORTS_HFSPARK: dict[str, bool] = {}
+#: the Spark setting that picks the module of the Python daemon forking the workers.
+DAEMON_KEY = "spark.python.daemon.module"
+#: worker-side settings passed through from the driver's environment when set there.
+_PASS_THROUGH = ("HFSPARK_WORKER_PRELOAD",)
 
 DEFAULT_CONF: dict[str, str] = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -48,6 +53,9 @@ DEFAULT_CONF: dict[str, str] = {
     "spark.sql.session.timeZone": "UTC",
     "spark.databricks.delta.snapshotPartitions": "2",
     "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
+    # Python workers forked from a daemon that imported torch and transformers once
+    # (hfspark.udfs.daemon; falls back to pyspark.daemon by itself if preloading fails).
+    DAEMON_KEY: "hfspark.udfs.daemon",
 }
 
 
@@ -59,6 +67,7 @@ def worker_env() -> dict[str, str]:
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "HF_HUB_DISABLE_TELEMETRY": "1",
+        **{k: os.environ[k] for k in _PASS_THROUGH if os.environ.get(k)},
     }
 
 
@@ -109,7 +118,9 @@ def with_hfspark(builder: Any, *, delta: bool = True) -> Any:
 
     Adds the Delta jars (fetched once from Maven Central and cached), Delta's SQL extension
     and catalog, and points the Python workers at this interpreter (``PYSPARK_PYTHON``,
-    unless you set it). Settings you put on the builder yourself win.
+    unless you set it). On a local master whose workers can import hfspark, the workers are
+    forked from hfspark's preloading daemon (:mod:`hfspark.udfs.daemon`). Settings you put on
+    the builder yourself win.
 
     Example:
         >>> from pyspark.sql import SparkSession
@@ -118,18 +129,35 @@ def with_hfspark(builder: Any, *, delta: bool = True) -> Any:
     for key, value in worker_env().items():
         os.environ.setdefault(key, value)
     wanted = {"spark.jars", *_DELTA_SQL} if delta else set()
+    options = getattr(builder, "_options", {})
+    if _local_workers_import_hfspark(options):
+        wanted.add(DAEMON_KEY)
     conf = {
         k: v
         for k, v in spark_conf(with_delta=delta).items()
         if k in wanted or k.startswith("spark.executorEnv.")
     }
-    options = getattr(builder, "_options", {})
     for key, value in conf.items():
         if key == "spark.jars" and options.get(key):  # the user's jars and Delta's
             builder = builder.config(key, f"{options[key]},{value}")
         elif key not in options:
             builder = builder.config(key, value)
     return builder
+
+
+def _local_workers_import_hfspark(options: Mapping[str, Any]) -> bool:
+    """A local master whose Python workers can import hfspark (its daemon is safe to use).
+
+    On a cluster the workers' Python is the deployment's: set ``spark.python.daemon.module``
+    there yourself (README, "Bring your own Spark").
+    """
+    master = str(options.get("spark.master", "local"))
+    if not master.startswith("local"):
+        return False
+    exe = str(
+        options.get("spark.pyspark.python") or os.environ.get("PYSPARK_PYTHON") or sys.executable
+    )
+    return _same_python(exe) or _imports_hfspark(exe)
 
 
 def _same_python(exe: str) -> bool:

@@ -55,6 +55,10 @@ def _print_result(spark: Any, job: Any, report: Any) -> None:
         f"the output holds {out.get('rows', '?')} rows; {rows['already_done']} were there "
         f"before this run; {rows['errors']} rows with errors; {report.rows_per_s:.1f} rows/s"
     )
+    if report.startup:
+        from hfspark.jobs.startup import describe
+
+        print(f"worker startup: {describe(report.startup)}")
     cols = out.get("columns") or {}
     if cols:
         print("columns:")

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hfspark.jobs.startup import describe
+
 __all__ = ["ChunkStat", "RunReport", "versions"]
 
 _PACKAGES = (
@@ -84,6 +86,8 @@ class RunReport:
     usage: dict[str, dict[str, Any]] = field(default_factory=dict)
     chunks: list[ChunkStat] = field(default_factory=list)
     model_loads: dict[str, int] = field(default_factory=dict)
+    #: where the workers' first seconds went (see :mod:`hfspark.jobs.startup`).
+    startup: dict[str, Any] = field(default_factory=dict)
     models: list[dict[str, Any]] = field(default_factory=list)
     output: dict[str, Any] = field(default_factory=dict)
     verification: dict[str, int] | None = None
@@ -115,6 +119,7 @@ class RunReport:
             f"- output: {self.output.get('format', '')} `{self.output.get('location', '')}`"
             + (f" (version {self.output['version']})" if "version" in self.output else ""),
             f"- model loads per executor: {self.model_loads or 'n/a'}",
+            f"- worker startup: {describe(self.startup)}",
             "- versions: " + ", ".join(f"{k} {v}" for k, v in self.versions.items()),
         ]
         for name, u in self.usage.items():

@@ -47,6 +47,7 @@ from hfspark.jobs.resume import (
     verify_output,
 )
 from hfspark.jobs.secrets import Redactor
+from hfspark.jobs.startup import load_counts, summarize, worker_probe
 from hfspark.jobs.storage import (
     check_columns,
     describe_output,
@@ -144,27 +145,7 @@ def model_load_counts(spark: SparkSession) -> dict[str, int]:
     workers as the model UDFs and sees the workers that ran the job's inference, as long
     as they are still alive (idle workers exit after about a minute).
     """
-    try:
-        n = max(2, spark.sparkContext.defaultParallelism * 2)
-    except Exception:  # noqa: BLE001 - Spark Connect
-        n = 4
-
-    def probe(frames: Any) -> Any:
-        import os
-        import socket
-
-        import pandas as pd
-
-        from hfspark.udfs.executor import load_count
-
-        for _ in frames:
-            pass
-        yield pd.DataFrame(
-            {"worker": [f"{socket.gethostname()}:{os.getpid()}"], "loads": [load_count()]}
-        )
-
-    rows = spark.range(0, n, 1, n).mapInPandas(probe, "worker string, loads int").collect()
-    return dict(sorted((r["worker"], int(r["loads"])) for r in rows))
+    return load_counts(worker_probe(spark))
 
 
 @dataclass
@@ -558,7 +539,9 @@ def _close(state: _Run) -> None:
     report.timings_s = {k: round(v, 3) for k, v in report.timings_s.items()}
     if state.spark is not None and report.rows["processed"] and report.status != "interrupted":
         try:
-            report.model_loads = model_load_counts(state.spark)
+            probe = worker_probe(state.spark)  # one probe: loads and startup per worker
+            report.model_loads = load_counts(probe)
+            report.startup = summarize(probe)
         except Exception:  # noqa: BLE001 - informative only
             log.debug("model load probe failed", exc_info=True)
     if not report.output and state.spark is not None:

@@ -260,29 +260,29 @@ class TaskAdapter(ABC):
         """Load the model with :attr:`auto_model` and its processors; no remote code, no pickle."""
         if self._onnx is not None:
             return self._load_light(model_dir, components)
+        import time
+
+        began = time.perf_counter()
         import transformers
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False)
-        auto = getattr(transformers, self.auto_model_for(config))
-        kwargs: dict[str, Any] = {"trust_remote_code": False, "use_safetensors": True}
-        if dtype is not None:
-            kwargs["dtype"] = dtype
-        device_map = device if isinstance(device, dict) or device == "auto" else None
-        if device_map is not None:
-            kwargs["device_map"] = device_map
+        auto = getattr(transformers, self.auto_model_for(config))  # imports the model module
+        imported = time.perf_counter()
+        kwargs = _weights_kwargs(device, dtype)
         try:
             model = auto.from_pretrained(str(model_dir), **kwargs)
         except (OSError, ValueError) as e:
             raise ModelValidationError(
                 f"Cannot load the {self.name} model in {model_dir}: {e}"
             ) from e
-        if device_map is None:
+        if "device_map" not in kwargs:
             model = model.to(device)
         model.eval()
         loaded = LoadedModel(
             model=model, device=getattr(model, "device", device), dtype=model.dtype
         )
+        weighed = time.perf_counter()
         for name in self.components:
             folder = components.get(name, model_dir)
             obj = _load_component(name, folder)
@@ -290,6 +290,11 @@ class TaskAdapter(ABC):
                 loaded.tokenizer = obj
             else:
                 loaded.processor = obj
+        loaded.extras["load_s"] = {
+            "imports": imported - began,
+            "weights": weighed - imported,
+            "processors": time.perf_counter() - weighed,
+        }
         return loaded
 
     def convert(self, value: Any) -> Any:
@@ -324,6 +329,26 @@ _COMPONENT_LOADERS = {
     "image_processor": "AutoImageProcessor",
     "processor": "AutoProcessor",
 }
+
+
+def _weights_kwargs(device: Any, dtype: Any) -> dict[str, Any]:
+    """``from_pretrained`` arguments that read safetensors straight into place.
+
+    On the CPU the tensors stay memory-mapped from the file (no copy: the page cache is
+    shared by every worker reading the same file). A GPU device goes in as ``device_map`` so
+    each tensor is read onto it directly, not built on the CPU first and then copied by
+    ``.to()``; a dict or ``auto`` is an accelerate device map as given.
+
+    Example:
+        >>> _weights_kwargs("cuda:0", None)["device_map"]
+        'cuda:0'
+    """
+    kwargs: dict[str, Any] = {"trust_remote_code": False, "use_safetensors": True}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if isinstance(device, dict) or device == "auto" or str(device).startswith("cuda"):
+        kwargs["device_map"] = device
+    return kwargs
 
 
 def _load_component(name: str, folder: Path) -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ from hfspark.udfs.arrow import BadInput, arrow_result, arrow_rows
 from hfspark.udfs.batching import plan_batches
 from hfspark.udfs.executor import Runtime
 from hfspark.udfs.options import UdfOptions
+from hfspark.udfs.startup import first_call_done
 
 __all__ = ["check_arrow_types", "predict_rows", "predict_batch"]
 
@@ -200,7 +202,9 @@ class _Run:
     def _forward_batch(self, positions: list[int], features: list[Any]) -> None:
         adapter, loaded = self.rt.adapter, self.rt.loaded
         try:
+            began = time.perf_counter()
             outputs = adapter.forward(loaded, features)
+            first_call_done(time.perf_counter() - began)  # this worker's first call only
         except Exception as e:  # noqa: BLE001
             if _is_oom(e) and len(features) > 1:
                 self.oom_retries += 1

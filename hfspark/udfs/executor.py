@@ -162,6 +162,25 @@ def _record_load(ref: ModelRef, device: str, seconds: float) -> None:
             f.write(f"{os.getpid()}\t{ref.content_hash}\t{device}\t{seconds:.3f}\n")
 
 
+def _startup_before_load() -> float:
+    """Seconds from this worker's first UDF call to its first model load (imports mostly)."""
+    from hfspark.udfs.startup import since_first_use
+
+    return since_first_use()
+
+
+def _record_startup(before: float, seconds: float, loaded: Any) -> None:
+    """This worker's first load in its startup record: imports, weights, processors."""
+    from hfspark.udfs import startup
+
+    phases = getattr(loaded, "extras", {}).get("load_s", {})
+    startup.record("imports_s", before + float(phases.get("imports", 0.0)))
+    startup.record("load_s", seconds)
+    for name in ("weights", "processors"):
+        if name in phases:
+            startup.record(f"{name}_s", float(phases[name]))
+
+
 def _cache_limits() -> tuple[int, int]:
     entries = int(os.environ.get("HFSPARK_MODEL_CACHE_SIZE", "3"))
     mbytes = int(os.environ.get("HFSPARK_MODEL_CACHE_MB", "0"))  # 0: no memory bound
@@ -229,7 +248,7 @@ def get_runtime(ref: ModelRef) -> Runtime:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-        start = time.perf_counter()
+        start, before = time.perf_counter(), _startup_before_load()
         info = _local_info(ref)
         adapter = get_task(ref.task)(dict(ref.task_options))
         target = opts.device_map if opts.device_map else device
@@ -244,6 +263,7 @@ def get_runtime(ref: ModelRef) -> Runtime:
             call_cost=cpu_call_cost(adapter.cpu_call_cost, loaded.model),
         )
         _record_load(ref, str(getattr(loaded, "device", device)), time.perf_counter() - start)
+        _record_startup(before, time.perf_counter() - start, loaded)
         _CACHE[key] = runtime
         max_entries, max_bytes = _cache_limits()
         gc.unfreeze()

@@ -43,12 +43,14 @@ def _make_predict(ref: ModelRef, label: str) -> Callable[[Iterator[Any]], Iterat
         from hfspark.udfs.arrow import arrow_type
         from hfspark.udfs.engine import check_arrow_types, predict_batch
         from hfspark.udfs.executor import get_runtime, set_torch_threads
+        from hfspark.udfs.startup import mark_first_use
 
         runtime, target = None, arrow_type(ref.return_type)
         try:
             for batch in batches:
                 arrays = list(batch) if isinstance(batch, (tuple, list)) else [batch]
                 if runtime is None:
+                    mark_first_use()  # this worker's startup record (a no-op after the first)
                     if not ref.adapter().binds_by_name:  # template fields: bound by name
                         check_arrow_types(ref.task, arrays)
                     set_torch_threads()

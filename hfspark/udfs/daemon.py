@@ -1,0 +1,157 @@
+"""A PySpark daemon that imports torch and transformers once, then forks the Python workers.
+
+PySpark starts one daemon per executor (``python -m <spark.python.daemon.module>
+pyspark.worker``) and forks a worker from it for each task slot. PySpark's own daemon forks
+from a bare interpreter, so every worker then pays ~7 s of imports (torch ~2.7 s, the
+transformers model classes ~4 s on 2 CPU cores) before its first row. This daemon imports
+those modules first and then runs PySpark's daemon loop (``pyspark.daemon.manager()``): each
+forked worker starts with them imported, and their ~450 MB of memory stays shared
+copy-on-write between the workers instead of one private copy each. hfspark sessions set it
+(``spark.python.daemon.module=hfspark.udfs.daemon``, see :mod:`hfspark.session`).
+
+What is imported comes from ``HFSPARK_WORKER_PRELOAD`` (in the daemon's environment: set
+``spark.executorEnv.HFSPARK_WORKER_PRELOAD``), a comma-separated list of groups or module
+names; default ``torch,transformers,tokenizers,hfspark``; ``none`` imports nothing (an ONNX
+Runtime deployment: ``onnxruntime,tokenizers,hfspark``, no torch). Groups:
+
+* ``torch``, ``tokenizers``, ``onnxruntime``: the package;
+* ``transformers``: the package and its model/tokenizer Auto classes (what costs the time);
+* ``hfspark``: the hfspark modules a worker imports to run a model UDF.
+
+Fork safety: importing starts no intra-op pool (torch's OpenMP threads start on the first
+parallel op; nothing runs here), tokenizers' pool starts on first use, and CUDA is never
+touched (if something initialised it, the daemon falls back). Nothing here imports pandas
+or pyarrow (PySpark imports them after the fork on purpose). The imported objects are moved
+to the GC's permanent generation (``gc.freeze()``) so the workers' collections do not write
+to the shared pages. If an import fails, or CUDA got initialised, the daemon replaces itself
+with PySpark's plain daemon (``pyspark.daemon``) and the workers run as without hfspark's;
+the reason is logged to the executor's stderr and reported by the workers.
+
+Example:
+    >>> # spark-submit --conf spark.python.daemon.module=hfspark.udfs.daemon \\
+    >>> #   --conf spark.executorEnv.HFSPARK_WORKER_PRELOAD=torch,transformers,tokenizers ...
+    >>> from hfspark.udfs.daemon import preload_modules
+    >>> preload_modules("torch,tokenizers")
+    ['torch', 'tokenizers']
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+import sys
+import time
+
+from hfspark.udfs.startup import DAEMON_ENV, FALLBACK_ENV, PRELOAD_S_ENV, PRELOADED_ENV
+
+__all__ = ["DEFAULT_PRELOAD", "MODULE", "PRELOAD_ENV", "main", "preload", "preload_modules"]
+
+#: the value of ``spark.python.daemon.module`` that selects this daemon.
+MODULE = "hfspark.udfs.daemon"
+PRELOAD_ENV = "HFSPARK_WORKER_PRELOAD"
+DEFAULT_PRELOAD = "torch,transformers,tokenizers,hfspark"
+
+_GROUPS: dict[str, tuple[str, ...]] = {
+    "transformers": (
+        "transformers",
+        "transformers.modeling_utils",
+        "transformers.models.auto.modeling_auto",
+        "transformers.models.auto.tokenization_auto",
+    ),
+    "hfspark": (
+        "hfspark.errors",
+        "hfspark.udfs.options",
+        "hfspark.udfs.reference",
+        "hfspark.udfs.executor",
+        "hfspark.tasks.registry",
+        "hfspark.flavor.info",
+    ),
+}
+_OFF = {"none", "off", "false", "0"}
+
+
+def preload_modules(spec: str | None = None) -> list[str]:
+    """The modules to import for ``spec`` (default: ``$HFSPARK_WORKER_PRELOAD``), in order.
+
+    Example:
+        >>> preload_modules("none")
+        []
+    """
+    if spec is None:
+        spec = os.environ.get(PRELOAD_ENV, DEFAULT_PRELOAD)
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names or any(n.lower() in _OFF for n in names):
+        return []
+    out: list[str] = []
+    for name in names:
+        for module in _GROUPS.get(name, (name,)):
+            if module not in out:
+                out.append(module)
+    return out
+
+
+def _cuda_initialised() -> bool:
+    torch = sys.modules.get("torch")
+    try:
+        return bool(torch is not None and torch.cuda.is_initialized())
+    except Exception:  # noqa: BLE001 - a partial or odd torch: treat as not fork-safe
+        return True
+
+
+def preload(modules: list[str]) -> float:
+    """Import ``modules`` (C-level output sent to stderr: stdout carries the daemon's port).
+
+    Raises:
+        ImportError: a module is missing (or any error its import raises).
+        RuntimeError: CUDA was initialised by an import (the workers could not use it).
+    """
+    start = time.perf_counter()
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        for module in modules:
+            importlib.import_module(module)
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+    if _cuda_initialised():
+        raise RuntimeError("CUDA was initialised while preloading; forked workers cannot use it")
+    return time.perf_counter() - start
+
+
+def _fall_back(reason: str) -> None:
+    """Replace this process with PySpark's plain daemon (same arguments and environment)."""
+    os.environ[FALLBACK_ENV] = reason[:300]
+    os.environ.pop(DAEMON_ENV, None)
+    sys.stderr.write(f"hfspark daemon: preloading failed ({reason}); using pyspark.daemon\n")
+    sys.stderr.flush()
+    try:
+        os.execv(sys.executable, [sys.executable, "-m", "pyspark.daemon", *sys.argv[1:]])
+    except OSError:
+        from pyspark.daemon import manager
+
+        manager()
+
+
+def main() -> None:
+    """Preload, then run PySpark's daemon loop; on any failure, PySpark's plain daemon."""
+    modules = preload_modules()
+    try:
+        seconds = preload(modules)
+        from pyspark.daemon import manager
+    except BaseException as e:  # noqa: BLE001 - any failure: the plain daemon, never none
+        _fall_back(f"{type(e).__name__}: {e}")
+        return
+    os.environ[DAEMON_ENV] = "hfspark"
+    os.environ[PRELOADED_ENV] = ",".join(modules)
+    os.environ[PRELOAD_S_ENV] = f"{seconds:.3f}"
+    gc.collect()
+    gc.freeze()  # keep the workers' GC passes off the shared pages
+    manager()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""hfspark's preloading Python daemon: workers fork with torch imported, fall back cleanly.
+
+Real Spark (local[2]) and a tiny text classifier. A probe Arrow UDF runs in the same pool
+of Python workers as the model UDF and reports, from inside a worker, its parent's command
+line and whether torch and transformers' model classes were imported before its first task.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def _worker_facts(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
+    """Per batch: this worker's parent command line, what was imported, its startup record."""
+    import os
+    import sys
+
+    from hfspark.udfs.startup import snapshot
+
+    with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+        parent = f.read().replace(b"\0", b" ").decode()
+    facts = {
+        "parent": parent,
+        "torch": "torch" in sys.modules,
+        "modeling": "transformers.modeling_utils" in sys.modules,
+        "startup": snapshot(),
+    }
+    for batch in batches:
+        yield pa.array([json.dumps(facts)] * len(batch), pa.string())
+
+
+def _facts(spark: Any) -> list[dict[str, Any]]:
+    from pyspark.sql.functions import ArrowUDFType, arrow_udf
+
+    probe = arrow_udf(_worker_facts, "string", ArrowUDFType.SCALAR_ITER)  # type: ignore[call-overload]
+    rows = spark.range(0, 2, 1, 2).select(probe("id").alias("f")).collect()
+    return [json.loads(r["f"]) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from hfspark.flavor import save_model
+    from tests.helpers.tiny_models import build_text_classification
+
+    root = tmp_path_factory.mktemp("daemon")
+    folder = build_text_classification(root / "tiny")
+    save_model(str(folder), str(root / "saved"), task="text-classification")
+    return str(root / "saved")
+
+
+def _session(conf: dict[str, str] | None = None) -> Any:
+    from hfspark.session import local_spark
+
+    return local_spark("local[2]", app_name="hfspark-daemon", conf=conf)
+
+
+def _predict(spark: Any, model: str) -> list[Any]:
+    from hfspark.udfs import model_udf
+
+    df = spark.createDataFrame([(f"text {i}",) for i in range(8)], "text string").repartition(2)
+    return df.select(model_udf(model)("text").alias("p")).collect()
+
+
+def test_preload_modules_parses_groups_and_off() -> None:
+    from hfspark.udfs.daemon import preload_modules
+
+    assert preload_modules("none") == []
+    assert preload_modules("") == []
+    assert preload_modules("onnxruntime, tokenizers") == ["onnxruntime", "tokenizers"]
+    mods = preload_modules("torch,transformers,transformers")
+    assert mods[0] == "torch" and "transformers.modeling_utils" in mods
+    assert len(mods) == len(set(mods))
+
+
+@pytest.fixture(scope="module")
+def hf_spark() -> Iterator[Any]:
+    """A fresh session with hfspark's defaults (its first Python tasks are the tests')."""
+    spark = _session()
+    yield spark
+    spark.stop()
+
+
+def test_workers_fork_from_the_preloading_daemon_and_report_startup(
+    hf_spark: Any, classifier: str
+) -> None:
+    from hfspark.jobs.startup import describe, worker_startup
+    from hfspark.session import DAEMON_KEY
+
+    spark = hf_spark
+    assert spark.sparkContext.getConf().get(DAEMON_KEY) == "hfspark.udfs.daemon"
+    first = _facts(spark)  # the session's first Python tasks: nothing ran in them before
+    assert all("hfspark.udfs.daemon" in f["parent"] for f in first), first
+    assert all(f["torch"] and f["modeling"] for f in first), first
+    assert len(_predict(spark, classifier)) == 8
+    startup = worker_startup(spark)
+    assert startup["daemon"] == "hfspark"
+    assert "torch" in startup["preloaded"] and startup["preload_s"] > 0
+    slow = startup["slowest"]
+    assert {"start_s", "imports_s", "weights_s", "load_s", "first_call_s"} <= set(slow)
+    assert "daemon hfspark" in describe(startup)
+
+
+def test_job_report_carries_the_startup_breakdown(
+    hf_spark: Any, classifier: str, tmp_path: Path
+) -> None:
+    from hfspark.jobs import load_config, run_job
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "text": f"t {i}"}) + "\n" for i in range(6)))
+    conf = {
+        "input": {"path": str(src), "format": "json", "id_column": "id"},
+        "models": [{"name": "pred", "uri": classifier, "inputs": "text"}],
+        "output": {"path": str(tmp_path / "out"), "format": "parquet"},
+        "run": {"report_path": str(tmp_path / "reports"), "progress": "off"},
+    }
+    path = tmp_path / "job.yaml"
+    path.write_text(json.dumps(conf))
+    report = run_job(load_config(path), hf_spark, source=str(path))
+    assert report.startup["daemon"] == "hfspark"
+    assert "load_s" in report.startup["slowest"]
+    md = Path(report.paths["markdown"]).read_text()
+    assert "worker startup:" in md and "daemon hfspark" in md
+    assert json.loads(Path(report.paths["json"]).read_text())["startup"]["workers"]
+
+
+def test_failed_preload_falls_back_to_the_plain_daemon(hf_spark: Any, classifier: str) -> None:
+    hf_spark.stop()  # a new SparkContext: its conf picks the daemon's environment
+    spark = _session({"spark.executorEnv.HFSPARK_WORKER_PRELOAD": "torch,hfspark_no_such_mod"})
+    try:
+        facts = _facts(spark)
+        assert all("-m pyspark.daemon" in f["parent"] for f in facts), facts
+        assert len(_predict(spark, classifier)) == 8  # the UDF still runs
+        from hfspark.jobs.startup import worker_startup
+
+        startup = worker_startup(spark)
+        assert startup["daemon"] == "pyspark"
+        assert "hfspark_no_such_mod" in startup["fallback"]
+    finally:
+        spark.stop()
