@@ -15,8 +15,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -105,9 +107,10 @@ def _describe(exc: BaseException) -> str:
 
 
 def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+    torch = sys.modules.get("torch")  # an ONNX worker has not imported it
+    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return "out of memory" in str(exc).lower()
 
 
 class _Run:
@@ -160,8 +163,6 @@ class _Run:
             return kept_pos, kept
 
     def forward(self, positions: list[int], features: list[Any], dedupe: bool = True) -> None:
-        import torch
-
         adapter = self.rt.adapter
         on_gpu = str(self.rt.device).startswith("cuda")
         call_cost = self.opts.call_cost
@@ -196,7 +197,7 @@ class _Run:
             call_cost=call_cost,
         )
         for batch in plan:
-            with torch.inference_mode():
+            with _no_grad(self.rt):
                 self._forward_batch([positions[i] for i in batch], [features[i] for i in batch])
 
     def _forward_batch(self, positions: list[int], features: list[Any]) -> None:
@@ -233,10 +234,18 @@ class _Run:
                 self.results[pos] = out
 
 
-def _empty_cuda_cache() -> None:
+def _no_grad(runtime: Runtime) -> Any:
+    """torch's inference mode for a torch runtime; nothing for ONNX Runtime."""
+    if runtime.engine != "torch":
+        return contextlib.nullcontext()
     import torch
 
-    if torch.cuda.is_available():
+    return torch.inference_mode()
+
+
+def _empty_cuda_cache() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 

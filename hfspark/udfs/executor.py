@@ -54,6 +54,8 @@ class Runtime:
     nbytes: int
     #: what one forward call costs on a CPU, in padded tokens (see :func:`cpu_call_cost`).
     call_cost: float | None = None
+    #: ``torch`` or ``onnx`` (ONNX Runtime: no torch in this process for it).
+    engine: str = "torch"
 
 
 def load_count() -> int:
@@ -229,14 +231,45 @@ def _local_info(ref: ModelRef) -> ModelInfo:
     return ref.info.relocated(root)
 
 
+def _wants_onnx(ref: ModelRef) -> bool:
+    """ONNX Runtime for this worker: ``engine="onnx"``, or ``auto`` on a worker without a GPU."""
+    engine = getattr(ref, "engine", "torch")
+    if engine == "onnx":
+        return True
+    if engine == "auto" and ref.options.device in ("auto", "cpu"):
+        from hfspark.udfs.onnx import gpu_visible
+
+        return ref.options.device == "cpu" or not gpu_visible()
+    return False
+
+
 def get_runtime(ref: ModelRef) -> Runtime:
     """The cached runtime for ``ref`` in this process, loading the model on first use.
 
     Nothing is re-read or re-validated here: the driver resolved ``ref`` (URI, metadata,
-    task options); this only finds the folder on this machine and loads the weights.
+    task options); this only finds the folder on this machine and loads the weights (or,
+    for the ONNX engine, a verified graph: :mod:`hfspark.udfs.onnx`, no torch import).
     """
-    import torch
+    if _wants_onnx(ref):
+        key = (ref.cache_key, "cpu", "onnx")
+        with _LOCK:
+            if key in _CACHE:
+                _CACHE.move_to_end(key)
+                return _CACHE[key]
+            from hfspark.udfs.onnx import onnx_runtime
 
+            start, before = time.perf_counter(), _startup_before_load()
+            runtime = onnx_runtime(ref, _local_info(ref))
+            if runtime is not None:
+                seconds = time.perf_counter() - start
+                _record_load(ref, f"cpu/{runtime.engine}", seconds)
+                _record_startup(before, seconds, runtime.loaded)
+                return _keep(key, runtime)
+    set_torch_threads()
+    return _torch_runtime(ref)
+
+
+def _torch_runtime(ref: ModelRef) -> Runtime:
     from hfspark.flavor.peft_load import model_dir_for  # PEFT: base + adapter merged, cached
     from hfspark.tasks import get_task
 
@@ -264,19 +297,27 @@ def get_runtime(ref: ModelRef) -> Runtime:
         )
         _record_load(ref, str(getattr(loaded, "device", device)), time.perf_counter() - start)
         _record_startup(before, time.perf_counter() - start, loaded)
-        _CACHE[key] = runtime
-        max_entries, max_bytes = _cache_limits()
-        gc.unfreeze()
-        while len(_CACHE) > max_entries or (
-            max_bytes and len(_CACHE) > 1 and sum(r.nbytes for r in _CACHE.values()) > max_bytes
-        ):
-            _CACHE.popitem(last=False)
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        # PySpark's daemon runs gc.collect() after every task of a reused worker: with torch,
-        # transformers and a model loaded that walks ~500k objects (~0.27 s per task). Freeze
-        # them into the permanent generation so those collections skip them.
+        return _keep(key, runtime)
+
+
+def _keep(key: tuple[str, str, str], runtime: Runtime) -> Runtime:
+    """Cache ``runtime`` (evicting the oldest past the limits) and freeze the heap for gc."""
+    import sys
+
+    _CACHE[key] = runtime
+    max_entries, max_bytes = _cache_limits()
+    gc.unfreeze()
+    while len(_CACHE) > max_entries or (
+        max_bytes and len(_CACHE) > 1 and sum(r.nbytes for r in _CACHE.values()) > max_bytes
+    ):
+        _CACHE.popitem(last=False)
         gc.collect()
-        gc.freeze()
-        return runtime
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    # PySpark's daemon runs gc.collect() after every task of a reused worker: with torch,
+    # transformers and a model loaded that walks ~500k objects (~0.27 s per task). Freeze
+    # them into the permanent generation so those collections skip them.
+    gc.collect()
+    gc.freeze()
+    return runtime

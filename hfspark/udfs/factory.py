@@ -42,7 +42,7 @@ def _make_predict(ref: ModelRef, label: str) -> Callable[[Iterator[Any]], Iterat
         from hfspark.errors import HfSparkError
         from hfspark.udfs.arrow import arrow_type
         from hfspark.udfs.engine import check_arrow_types, predict_batch
-        from hfspark.udfs.executor import get_runtime, set_torch_threads
+        from hfspark.udfs.executor import get_runtime
         from hfspark.udfs.startup import mark_first_use
 
         runtime, target = None, arrow_type(ref.return_type)
@@ -53,8 +53,7 @@ def _make_predict(ref: ModelRef, label: str) -> Callable[[Iterator[Any]], Iterat
                     mark_first_use()  # this worker's startup record (a no-op after the first)
                     if not ref.adapter().binds_by_name:  # template fields: bound by name
                         check_arrow_types(ref.task, arrays)
-                    set_torch_threads()
-                    runtime = get_runtime(ref)
+                    runtime = get_runtime(ref)  # torch threads = the task's cpus
                 yield predict_batch(runtime, arrays, ref.options, target)
         except HfSparkError as e:
             e.add_context(label)
