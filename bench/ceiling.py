@@ -59,7 +59,8 @@ class CeilingResult:
 
 
 def mode_batch(mode: str) -> int:
-    """Rows per forward of a mode: ``row`` is 1, ``sortedN`` is N."""
+    """Rows per forward of a mode: ``row`` is 1, ``sortedN`` (or ``onnx-sortedN``) is N."""
+    mode = mode.removeprefix("onnx-")
     return 1 if mode == "row" else int(mode.removeprefix("sorted"))
 
 
@@ -157,21 +158,37 @@ def forward_all(
 
 
 def _child(
-    folder: str, task: str, texts: list[str], max_length: int, barrier: Any, inbox: Any, outbox: Any
+    folder: str,
+    task: str,
+    texts: list[str],
+    max_length: int,
+    barrier: Any,
+    inbox: Any,
+    outbox: Any,
+    onnx_graph: str | None = None,
 ) -> None:
     """One ceiling process: load, say ready, then one timed run per mode it is sent."""
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     import torch
 
+    from bench.ort import ort_forward_all, ort_session
+
     torch.set_num_threads(1)
     model, tokenizer = load_model(Path(folder), task)
     forward_all(model, task, tokenize(tokenizer, texts[:4], max_length), 4)  # warm-up
+    session = None
+    if onnx_graph:
+        session = ort_session(Path(onnx_graph))
+        ort_forward_all(session, task, tokenize(tokenizer, texts[:4], max_length), 4)
     outbox.put("ready")
     while (mode := inbox.get()) is not None:
         barrier.wait()
         start, cpu = time.perf_counter(), time.process_time()
         ids = tokenize(tokenizer, texts, max_length)
-        forward_all(model, task, ids, mode_batch(mode))
+        if mode.startswith("onnx-"):
+            ort_forward_all(session, task, ids, mode_batch(mode))
+        else:
+            forward_all(model, task, ids, mode_batch(mode))
         end, cpu = time.perf_counter(), time.process_time() - cpu
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         outbox.put((start, end, sum(len(i) for i in ids), rss, cpu))
@@ -189,10 +206,18 @@ class CeilingPool:
     """
 
     def __init__(
-        self, folder: Path, task: str, texts: Sequence[str], *, cores: int, max_length: int
+        self,
+        folder: Path,
+        task: str,
+        texts: Sequence[str],
+        *,
+        cores: int,
+        max_length: int,
+        onnx_graph: Path | None = None,
     ) -> None:
         self.folder, self.task, self.texts = folder, task, list(texts)
         self.cores, self.max_length = cores, max_length
+        self.onnx_graph = str(onnx_graph) if onnx_graph else None
         self._procs: list[Any] = []
 
     def __enter__(self) -> CeilingPool:
@@ -213,6 +238,7 @@ class CeilingPool:
                     barrier,
                     inbox,
                     self._outbox,
+                    self.onnx_graph,
                 ),
             )
             for share, inbox in zip(shares, self._inboxes, strict=True)

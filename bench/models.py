@@ -132,5 +132,21 @@ def prepare_models(work: Path, tasks: list[str]) -> dict[str, BenchModel]:
                 pip_requirements=["transformers", "torch"],
             )
             (base / ".complete").write_text(task)
+        ensure_onnx(model)
         out[task] = model
     return out
+
+
+def ensure_onnx(model: BenchModel) -> Path | None:
+    """The hfspark folder's ONNX graph (``save_model(..., onnx=True)``), exported once here."""
+    from hfspark.tasks._graph import ONNX_TASKS
+
+    if model.task not in ONNX_TASKS:
+        return None
+    folder = model.hfspark / "onnx"
+    if not any(folder.glob("*.onnx")):
+        from hfspark.flavor.constants import MODEL_DIR
+        from hfspark.flavor.onnx_export import export_saved
+
+        export_saved(model.hfspark, model.hfspark / MODEL_DIR, model.task, {})
+    return next(folder.glob("*.onnx"))

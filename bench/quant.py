@@ -65,10 +65,50 @@ def _compare(task: str, ref: list[list[float]], out: list[list[float]]) -> dict[
     return {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min())}
 
 
+def _onnx_forward(graph: Path, task: str) -> Any:
+    """A ``forward_all``-like function running an ONNX graph (plain, or hfspark's own)."""
+    import numpy as np
+
+    from bench.ort import _pad, _post, ort_forward_all, ort_session
+
+    session = ort_session(graph)
+    names = [i.name for i in session.get_inputs()]
+    if names == ["input_ids", "attention_mask"]:  # the plain export of bench.ort
+        return lambda ids, batch, keep=False: ort_forward_all(session, task, ids, batch, keep)
+    out_name = session.get_outputs()[0].name
+
+    def forward(ids: list[list[int]], batch: int, keep: bool = False) -> list[Any]:
+        results: list[Any] = [None] * len(ids)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        for start in range(0, len(order), batch):
+            chunk = order[start : start + batch]
+            input_ids, mask = _pad([ids[i] for i in chunk])
+            feed = {"input_ids": input_ids, "attention_mask": mask}
+            feed = {n: feed.get(n, np.zeros_like(input_ids)) for n in names}  # token_type_ids
+            raw = session.run([out_name], feed)[0]
+            if task == "text-classification":
+                out = _post(task, raw, mask)
+            else:  # hfspark's embedding graph pools inside; normalise as the task does
+                out = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
+            if keep:
+                for row, i in enumerate(chunk):
+                    results[i] = out[row].tolist()
+        return results
+
+    return forward
+
+
 def run_quant(
-    folder: Path, task: str, texts: Sequence[str], *, reps: int = 2, batch: int | None = None
+    folder: Path,
+    task: str,
+    texts: Sequence[str],
+    *,
+    reps: int = 2,
+    batch: int | None = None,
+    onnx: dict[str, Path | None] | None = None,
 ) -> list[QuantResult]:
-    """Measure every variant of :data:`VARIANTS` on ``texts`` (fp32 first)."""
+    """Measure every variant of :data:`VARIANTS` on ``texts`` (fp32 first), and each ONNX
+    graph of ``onnx`` (variant name -> graph file) run by ONNX Runtime on one thread."""
     import torch
 
     torch.set_num_threads(1)
@@ -79,17 +119,22 @@ def run_quant(
         if not kw.get("prune") or task == "text-classification"
     }  # pruning: classifiers only
     ids = tokenize(models["fp32"][1], texts, MAX_LENGTH)
-    for model, _ in models.values():  # warm-up: first calls allocate and pick kernels
-        forward_all(model, task, ids[:batch], batch)
-    best = {name: float("inf") for name in models}
+    runs = {
+        name: (lambda i, b, keep=False, m=model: forward_all(m, task, i, b, keep))
+        for name, (model, _) in models.items()
+    }
+    runs.update({name: _onnx_forward(g, task) for name, g in (onnx or {}).items() if g})
+    for run in runs.values():  # warm-up: first calls allocate and pick kernels
+        run(ids[:batch], batch)
+    best = {name: float("inf") for name in runs}
     outputs: dict[str, list] = {}
     for _ in range(max(1, reps)):
-        for name, (model, _) in models.items():
+        for name, run in runs.items():
             start = time.perf_counter()
-            outputs[name] = forward_all(model, task, ids, batch, keep=True)
+            outputs[name] = run(ids, batch, keep=True)
             best[name] = min(best[name], time.perf_counter() - start)
     results = []
-    for name in models:
+    for name in runs:
         results.append(
             QuantResult(
                 task=task,

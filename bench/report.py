@@ -11,6 +11,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import peers_report
 from bench.ceiling import mode_batch
 
 __all__ = ["targets", "write", "render"]
@@ -19,6 +20,8 @@ TARGET_CEILING = 0.95
 TARGET_MLFLOW = {2: 1.05, 32: 1.10}
 TARGET_SCALING = 0.10
 TARGET_OVERHEAD = 1.5
+TARGET_ONNX_TORCH = 1.8  # hfspark's ONNX Runtime engine vs the torch compute ceiling
+TARGET_ONNX_CEILING = 0.95  # ... vs the ONNX Runtime ceiling
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -42,9 +45,17 @@ def _ceilings(results: dict[str, Any], task: str, parts: int | None = None) -> l
     return beside if parts is not None and beside else runs
 
 
-def _best_ceiling(results: dict[str, Any], task: str, parts: int | None = None) -> Any:
-    """The fastest ceiling mode (beside the jobs at ``parts`` partitions when it was timed there)."""
-    return max(_ceilings(results, task, parts), key=lambda c: c.rows_per_s, default=None)
+def _best_ceiling(
+    results: dict[str, Any], task: str, parts: int | None = None, engine: str = "torch"
+) -> Any:
+    """The fastest ceiling mode of ``engine`` (torch modes, or ``onnx-*`` ONNX Runtime modes),
+    beside the jobs at ``parts`` partitions when it was timed there."""
+    runs = [
+        c
+        for c in _ceilings(results, task, parts)
+        if c.mode.startswith("onnx-") == (engine == "onnx")
+    ]
+    return max(runs, key=lambda c: c.rows_per_s, default=None)
 
 
 def _best_mlflow(results: dict[str, Any], task: str, parts: int) -> Any:
@@ -56,15 +67,49 @@ def _best_mlflow(results: dict[str, Any], task: str, parts: int) -> Any:
     return max(runs, key=lambda r: r.rows_per_s, default=None)
 
 
-def _hfspark(results: dict[str, Any], task: str, parts: int) -> Any:
+def _hfspark(results: dict[str, Any], task: str, parts: int, system: str = "hfspark") -> Any:
     return next(
         (
             r
             for r in results["spark"]
-            if r.task == task and r.partitions == parts and r.system == "hfspark"
+            if r.task == task and r.partitions == parts and r.system == system
         ),
         None,
     )
+
+
+def onnx_targets(results: dict[str, Any]) -> list[tuple[bool, str]]:
+    """The ONNX Runtime engine's targets, per text task and partition count."""
+    out = []
+    for task in dict.fromkeys(r.task for r in results["spark"] if r.system == "hfspark onnx"):
+        for parts in results["settings"]["partitions"]:
+            hf = _hfspark(results, task, parts, "hfspark onnx")
+            if hf is None:
+                continue
+            where = f"{task}, {parts} partitions"
+            torch_c = _best_ceiling(results, task, parts)
+            onnx_c = _best_ceiling(results, task, parts, "onnx")
+            if torch_c is not None:
+                ratio = hf.rows_per_s / torch_c.rows_per_s
+                out.append(
+                    (
+                        ratio >= TARGET_ONNX_TORCH,
+                        f"hfspark onnx >= {TARGET_ONNX_TORCH}x the torch ceiling ({where}): "
+                        f"{ratio:.2f}x ({hf.rows_per_s:.1f} vs {torch_c.rows_per_s:.1f} rows/s, "
+                        f"{torch_c.mode})",
+                    )
+                )
+            if onnx_c is not None:
+                ratio = hf.rows_per_s / onnx_c.rows_per_s
+                out.append(
+                    (
+                        ratio >= TARGET_ONNX_CEILING,
+                        f"hfspark onnx >= {TARGET_ONNX_CEILING}x the ONNX Runtime ceiling "
+                        f"({where}): {ratio:.2f}x ({hf.rows_per_s:.1f} vs "
+                        f"{onnx_c.rows_per_s:.1f} rows/s, {onnx_c.mode})",
+                    )
+                )
+    return out
 
 
 def targets(results: dict[str, Any]) -> list[tuple[bool, str]]:
@@ -125,6 +170,7 @@ def targets(results: dict[str, Any]) -> list[tuple[bool, str]]:
                 f"{speeds['hand-written']:.0f} rows/s; Spark's floor {speeds['floor']:.0f})",
             )
         )
+    out += peers_report.targets(results.get("peers") or {})
     series = results.get("scaling") or []
     if len(series) > 1:
         speeds = [p["rows_per_s"] for p in series]
@@ -300,6 +346,8 @@ def render(results: dict[str, Any]) -> str:
         ]
     if results.get("generation"):
         parts += _generation_section(results["generation"])
+    if results.get("peers"):
+        parts += peers_report.section(results["peers"])
     if results.get("scaling"):
         parts += [
             "",
@@ -319,9 +367,10 @@ def render(results: dict[str, Any]) -> str:
             ),
         ]
     parts += ["", "## Targets", ""]
-    parts += [f"{'PASS' if ok else 'FAIL'}  {line}" for ok, line in targets(results)] or [
-        "(none measured)"
-    ]
+    parts += [
+        f"{'PASS' if ok else 'FAIL'}  {line}"
+        for ok, line in [*targets(results), *onnx_targets(results)]
+    ] or ["(none measured)"]
     if results["failures"]:
         parts += ["", "## Failures", ""] + [f"- {f}" for f in results["failures"]]
     parts += ["", f"Total bench time: {results.get('seconds', 0):.0f} s."]

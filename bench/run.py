@@ -12,8 +12,8 @@ Environment knobs:
                           ceiling runs N rounds of its modes per partition count, half right
                           before the hfspark jobs and half right after
     HFSPARK_BENCH_CORES   Spark cores = ceiling processes (default 2)
-    HFSPARK_BENCH_TASKS   comma list: classification,embeddings,speech,overhead,generation
-                          (default all)
+    HFSPARK_BENCH_TASKS   comma list: classification,embeddings,speech,overhead,generation,
+                          peers (default all)
     HFSPARK_BENCH_SYSTEMS comma list of Spark systems (default all: hfspark, hfspark bf16,
                           mlflow default, mlflow bs8, mlflow bs32, naive pandas_udf)
     HFSPARK_BENCH_PARTITIONS  comma list (default 2,32)
@@ -47,7 +47,8 @@ from typing import Any  # noqa: E402
 from bench import report  # noqa: E402
 from bench.ceiling import CeilingPool, CeilingResult, keep_best  # noqa: E402
 from bench.data import bench_texts, cycled, describe, fingerprint  # noqa: E402
-from bench.models import MAX_LENGTH, prepare_models  # noqa: E402
+from bench.models import MAX_LENGTH, ensure_onnx, prepare_models  # noqa: E402
+from bench.ort import export_plain  # noqa: E402
 from bench.quant import run_quant  # noqa: E402
 from bench.systems import ENGINE, SYSTEMS, error_line, run_scaling, run_spark_system  # noqa: E402
 
@@ -60,7 +61,7 @@ TASKS = {
 }
 PARTITIONS = (2, 32)
 SCALING_ROWS = (2000, 4000, 8000, 16000)
-CEILING_MODES = ("row", "sorted8", "sorted16")
+CEILING_MODES = ("row", "sorted8", "sorted16", "onnx-sorted8", "onnx-sorted16")
 
 
 @dataclass
@@ -82,7 +83,9 @@ class Settings:
     def from_env(cls) -> Settings:
         quick = os.environ.get("HFSPARK_BENCH_QUICK", "0") not in ("", "0", "false")
         root = Path(__file__).resolve().parent / "results"
-        tasks = os.environ.get("HFSPARK_BENCH_TASKS", ",".join([*TASKS, "overhead", "generation"]))
+        tasks = os.environ.get(
+            "HFSPARK_BENCH_TASKS", ",".join([*TASKS, "overhead", "generation", "peers"])
+        )
         systems = [
             x.strip()
             for x in os.environ.get("HFSPARK_BENCH_SYSTEMS", ",".join(SYSTEMS)).split(",")
@@ -173,7 +176,13 @@ def run_text_task(key: str, s: Settings, texts: list[str], results: dict[str, An
         if key == "classification"
         else [
             n
-            for n in ("hfspark", "hfspark bf16", "mlflow default", "naive pandas_udf")
+            for n in (
+                "hfspark",
+                "hfspark bf16",
+                "hfspark onnx",
+                "mlflow default",
+                "naive pandas_udf",
+            )
             if n in s.systems
         ]
     )
@@ -182,7 +191,10 @@ def run_text_task(key: str, s: Settings, texts: list[str], results: dict[str, An
     _say(f"{task}: compute ceiling: {s.cores} processes loading the model")
     blocks: dict[int, dict[str, CeilingResult]] = {}  # partitions -> mode -> best run beside them
     rounds: dict[int, int] = {}
-    with CeilingPool(model.folder, task, texts, cores=s.cores, max_length=MAX_LENGTH) as pool:
+    plain = export_plain(model.folder, task, model.folder.parent / "ceiling.onnx")
+    with CeilingPool(
+        model.folder, task, texts, cores=s.cores, max_length=MAX_LENGTH, onnx_graph=plain
+    ) as pool:
 
         def ceiling_rounds(parts: int, n: int) -> None:
             for _ in range(n):
@@ -220,9 +232,12 @@ def run_text_task(key: str, s: Settings, texts: list[str], results: dict[str, An
                 ceiling_rounds(parts, s.reps // 2 if beside else 0)
             ceiling_rounds(parts, s.reps - rounds.get(parts, 0))  # hfspark not run: on its own
     results["ceiling"][task] = [c for block in blocks.values() for c in block.values()]
-    _say(f"{task}: int8 / bf16 outputs and speed")
+    _say(f"{task}: int8 / bf16 / ONNX Runtime outputs and speed")
+    graphs = {"onnx fp32 (ONNX Runtime)": plain, "onnx fp32, hfspark's graph": ensure_onnx(model)}
     results["quant"].extend(
-        run_quant(model.folder, task, texts[: min(len(texts), 400)], reps=1 if s.quick else 2)
+        run_quant(
+            model.folder, task, texts[: min(len(texts), 400)], reps=1 if s.quick else 2, onnx=graphs
+        )
     )
     if key == "classification" and not s.quick:
         sizes = [n for n in SCALING_ROWS if n >= len(texts)] or [len(texts)]
@@ -268,6 +283,7 @@ def main() -> int:
         "speech": [],
         "overhead": {},
         "generation": {},
+        "peers": {},
         "failures": [],
     }
     start = time.perf_counter()
@@ -290,6 +306,13 @@ def main() -> int:
 
             _say("generation: static vs continuous batching, prefix reuse, structured, dedupe")
             results["generation"] = run_generation(s.work, reps=s.reps, quick=s.quick)
+        elif key == "peers":
+            from bench.peers import run_peers
+
+            _say("peers: hfspark, MLflow, distribatch, sentence-transformers, Ray Data, Daft")
+            results["peers"] = run_peers(
+                s.work, texts, cores=s.cores, partitions=s.partitions, reps=s.reps
+            )
         elif key in TASKS:
             run_text_task(key, s, texts, results)
         else:

@@ -62,6 +62,7 @@ class SparkSystem:
     kind: str  # "hfspark" | "mlflow" | "naive"
     batch_size: int | None = None  # MLflow model_config batch_size (None: its default)
     torch_dtype: str = "auto"  # hfspark's torch_dtype option (opt-in bf16 row)
+    engine: str = "torch"  # hfspark's engine option (the ONNX Runtime row)
 
 
 SYSTEMS: dict[str, SparkSystem] = {
@@ -69,6 +70,7 @@ SYSTEMS: dict[str, SparkSystem] = {
     for s in (
         SparkSystem("hfspark", "hfspark"),
         SparkSystem("hfspark bf16", "hfspark", torch_dtype="bfloat16"),
+        SparkSystem("hfspark onnx", "hfspark", engine="onnx"),
         SparkSystem("mlflow default", "mlflow"),
         SparkSystem("mlflow bs8", "mlflow", 8),
         SparkSystem("mlflow bs32", "mlflow", 32),
@@ -119,13 +121,18 @@ def spark_settings(cores: int, stats_dir: Path) -> dict[str, str]:
     }
 
 
-def _session(cores: int, stats_dir: Path) -> Any:
+#: the worker preload of an ONNX Runtime deployment (no torch: hfspark.udfs.daemon)
+ONNX_PRELOAD = "onnxruntime,tokenizers,transformers.tokenization_utils_tokenizers,hfspark"
+
+
+def _session(cores: int, stats_dir: Path, engine: str = "torch") -> Any:
     from hfspark.session import local_spark
 
     os.environ["HFSPARK_STATS_DIR"] = str(stats_dir)  # local mode: workers inherit it too
-    return local_spark(
-        f"local[{cores}]", app_name="hfspark-bench", conf=spark_settings(cores, stats_dir)
-    )
+    conf = spark_settings(cores, stats_dir)
+    if engine == "onnx":
+        conf["spark.executorEnv.HFSPARK_WORKER_PRELOAD"] = ONNX_PRELOAD
+    return local_spark(f"local[{cores}]", app_name="hfspark-bench", conf=conf)
 
 
 def error_line(exc: BaseException) -> str:
@@ -201,7 +208,7 @@ def mlflow_opens_per_load(path: Path) -> int:
 
 
 def _hfspark_column(
-    model: BenchModel, task: str, stats_dir: Path, torch_dtype: str = "auto"
+    model: BenchModel, task: str, stats_dir: Path, torch_dtype: str = "auto", engine: str = "torch"
 ) -> tuple[Any, Any]:
     from hfspark.udfs import model_udf
 
@@ -209,7 +216,12 @@ def _hfspark_column(
         udf = model_udf(str(model.hfspark), task=task, torch_dtype=torch_dtype, **SPEECH_ENGINE)
     else:
         udf = model_udf(
-            str(model.hfspark), task=task, max_length=MAX_LENGTH, torch_dtype=torch_dtype, **ENGINE
+            str(model.hfspark),
+            task=task,
+            max_length=MAX_LENGTH,
+            torch_dtype=torch_dtype,
+            engine=engine,
+            **ENGINE,
         )
     return udf(input_col(task)), LogLoads(stats_dir)
 
@@ -308,7 +320,7 @@ def _column(
     system: SparkSystem, spark: Any, model: BenchModel, task: str, stats_dir: Path
 ) -> tuple[Any, Any]:
     if system.kind == "hfspark":
-        return _hfspark_column(model, task, stats_dir, system.torch_dtype)
+        return _hfspark_column(model, task, stats_dir, system.torch_dtype, system.engine)
     if system.kind == "mlflow":
         return _mlflow_column(
             spark, model, task, system.batch_size, mlflow_opens_per_load(model.mlflow)
@@ -343,7 +355,7 @@ def run_spark_system(
 ) -> JobResult:
     """Measure one system at one partition count on a fresh local session."""
     stats_dir = Path(tempfile.mkdtemp(prefix="hfspark-bench-stats-"))
-    spark = _session(cores, stats_dir)
+    spark = _session(cores, stats_dir, system.engine)
     try:
         source = spark.read.parquet(str(data))
         full = source.repartition(partitions)
