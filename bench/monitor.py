@@ -86,6 +86,27 @@ def python_workers(root: int | None = None) -> list[int]:
     return sorted(out)
 
 
+def python_daemons(root: int | None = None) -> list[int]:
+    """PIDs of the PySpark daemons (plain or hfspark's) under ``root``: the processes the
+    workers fork from, which hold the pages the workers share."""
+    root = os.getpid() if root is None else root
+    pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    parent = {p: _ppid(p) for p in pids}
+    out = []
+    for pid in pids:
+        line = _cmdline(pid)
+        if not any(name in line for name in _DAEMONS):
+            continue
+        if any(name in _cmdline(parent.get(pid, -1)) for name in _DAEMONS):
+            continue  # a forked worker
+        up, seen = pid, 0
+        while up > 1 and seen < 64 and up != root:
+            up, seen = parent.get(up, -1), seen + 1
+        if up == root:
+            out.append(pid)
+    return sorted(out)
+
+
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 

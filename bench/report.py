@@ -11,7 +11,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import peers_report
+from bench import coldstart, peers_report
 from bench.ceiling import mode_batch
 
 __all__ = ["targets", "write", "render"]
@@ -348,6 +348,8 @@ def render(results: dict[str, Any]) -> str:
         parts += _generation_section(results["generation"])
     if results.get("peers"):
         parts += peers_report.section(results["peers"])
+    if results.get("coldstart"):
+        parts += coldstart.section(results["coldstart"])
     if results.get("scaling"):
         parts += [
             "",

@@ -13,9 +13,9 @@ Environment knobs:
                           before the hfspark jobs and half right after
     HFSPARK_BENCH_CORES   Spark cores = ceiling processes (default 2)
     HFSPARK_BENCH_TASKS   comma list: classification,embeddings,speech,overhead,generation,
-                          peers (default all)
+                          peers,coldstart (default all)
     HFSPARK_BENCH_SYSTEMS comma list of Spark systems (default all: hfspark, hfspark bf16,
-                          mlflow default, mlflow bs8, mlflow bs32, naive pandas_udf)
+                          hfspark onnx, mlflow default, mlflow bs8, mlflow bs32, naive pandas_udf)
     HFSPARK_BENCH_PARTITIONS  comma list (default 2,32)
     HFSPARK_BENCH_OUT     results folder (default bench/results; quick: bench/results/quick)
     HFSPARK_BENCH_WORK    cache folder for models and data (default $TMPDIR/hfspark-bench)
@@ -84,7 +84,8 @@ class Settings:
         quick = os.environ.get("HFSPARK_BENCH_QUICK", "0") not in ("", "0", "false")
         root = Path(__file__).resolve().parent / "results"
         tasks = os.environ.get(
-            "HFSPARK_BENCH_TASKS", ",".join([*TASKS, "overhead", "generation", "peers"])
+            "HFSPARK_BENCH_TASKS",
+            ",".join([*TASKS, "overhead", "generation", "peers", "coldstart"]),
         )
         systems = [
             x.strip()
@@ -284,6 +285,7 @@ def main() -> int:
         "overhead": {},
         "generation": {},
         "peers": {},
+        "coldstart": {},
         "failures": [],
     }
     start = time.perf_counter()
@@ -301,6 +303,11 @@ def main() -> int:
 
             _say("framework overhead: 1x32 BERT on 30,000 short sentences, warm workers")
             results["overhead"] = run_overhead(s.work, cores=s.cores, reps=s.reps, quick=s.quick)
+        elif key == "coldstart":
+            from bench.coldstart import run_coldstart
+
+            _say("cold start: cold vs warm jobs, worker memory (torch, plain daemon, onnx)")
+            results["coldstart"] = run_coldstart(s.work, rows=s.rows, cores=s.cores, modes=None)
         elif key == "generation":
             from bench.generation import run_generation
 

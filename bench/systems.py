@@ -122,7 +122,7 @@ def spark_settings(cores: int, stats_dir: Path) -> dict[str, str]:
 
 
 #: the worker preload of an ONNX Runtime deployment (no torch: hfspark.udfs.daemon)
-ONNX_PRELOAD = "onnxruntime,tokenizers,transformers.tokenization_utils_tokenizers,hfspark"
+ONNX_PRELOAD = "onnx,hfspark"
 
 
 def _session(cores: int, stats_dir: Path, engine: str = "torch") -> Any:

@@ -279,7 +279,7 @@ from hfspark import local_spark, model_udf
 
 folder, stats = sys.argv[1], sys.argv[2]
 spark = local_spark("local[1]", conf={
-    "spark.executorEnv.HFSPARK_WORKER_PRELOAD": "onnxruntime,tokenizers",
+    "spark.executorEnv.HFSPARK_WORKER_PRELOAD": "onnx,hfspark",
     "spark.executorEnv.HFSPARK_STATS_DIR": stats,
 })
 df = spark.createDataFrame([(t,) for t in %r], "text string").coalesce(1)

@@ -12,9 +12,11 @@ copy-on-write between the workers instead of one private copy each. hfspark sess
 What is imported comes from ``HFSPARK_WORKER_PRELOAD`` (in the daemon's environment: set
 ``spark.executorEnv.HFSPARK_WORKER_PRELOAD``), a comma-separated list of groups or module
 names; default ``torch,transformers,tokenizers,hfspark``; ``none`` imports nothing (an ONNX
-Runtime deployment: ``onnxruntime,tokenizers,hfspark``, no torch). Groups:
+Runtime deployment: ``onnx,hfspark``, no torch). Groups:
 
 * ``torch``, ``tokenizers``, ``onnxruntime``: the package;
+* ``onnx``: what an ONNX Runtime worker imports (onnxruntime, the fast tokenizer class, the
+  encoder task adapters), no torch;
 * ``transformers``: the package and its model/tokenizer Auto classes (what costs the time);
 * ``hfspark``: the hfspark modules a worker imports to run a model UDF.
 
@@ -58,6 +60,20 @@ _GROUPS: dict[str, tuple[str, ...]] = {
         "transformers.modeling_utils",
         "transformers.models.auto.modeling_auto",
         "transformers.models.auto.tokenization_auto",
+    ),
+    # the ONNX Runtime engine's worker: no torch (hfspark.udfs.onnx)
+    "onnx": (
+        "onnxruntime",
+        "tokenizers",
+        "transformers.tokenization_utils_tokenizers",
+        "hfspark.tasks._graph",
+        "hfspark.udfs.onnx",
+        "hfspark.tasks.text_classification",
+        "hfspark.tasks.token_classification",
+        "hfspark.tasks.feature_extraction",
+        "hfspark.tasks.fill_mask",
+        "hfspark.tasks.question_answering",
+        "hfspark.tasks.zero_shot",
     ),
     "hfspark": (
         "hfspark.errors",
