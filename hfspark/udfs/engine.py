@@ -110,7 +110,8 @@ def _is_oom(exc: BaseException) -> bool:
     torch = sys.modules.get("torch")  # an ONNX worker has not imported it
     if torch is not None and isinstance(exc, torch.OutOfMemoryError):
         return True
-    return "out of memory" in str(exc).lower()
+    text = str(exc).lower()  # torch's CUDA message, or ONNX Runtime's allocation failure
+    return "out of memory" in text or "failed to allocate memory" in text
 
 
 class _Run:
@@ -210,7 +211,7 @@ class _Run:
             if _is_oom(e) and len(features) > 1:
                 self.oom_retries += 1
                 log.warning(
-                    "hfspark: CUDA out of memory on %d rows; retrying in halves", len(features)
+                    "hfspark: out of memory on %d rows; retrying in halves", len(features)
                 )
                 _empty_cuda_cache()
                 half = len(features) // 2
