@@ -178,7 +178,9 @@ def _check(ref: ModelRef, info: ModelInfo, adapter: TaskAdapter, saved: Path, ca
 
     from hfspark.flavor.peft_load import model_dir_for
     from hfspark.tasks._export import export_verified, verify_graph
+    from hfspark.udfs.executor import set_torch_threads
 
+    set_torch_threads()  # the task's cpus, as a torch runtime would use
     loaded = adapter.load(model_dir_for(info), info.components, "cpu", torch.float32)
     tokenizer = Path(info.components.get("tokenizer", info.model_dir))
     if saved.is_file():  # in the folder, but not the graph its record was written for
