@@ -45,7 +45,8 @@ def main() -> None:
         cold=cold,
         warm_s=warm_s,
         warm=warm,
-        config=f"local[{spec['cores']}], spark.task.cpus=1, model_udf(task='feature-extraction', "
+        config=f"local[{spec['cores']}], spark.task.cpus=1 (hfspark: torch threads = task cpus), "
+        "model_udf(task='feature-extraction', "
         + ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         + ")",
         packages=["pyspark"],
