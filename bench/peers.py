@@ -85,10 +85,13 @@ class Peer:
     udf_kwargs: dict[str, Any] = field(default_factory=dict)  # hfspark variants only
 
 
-#: hfspark rows; add one with extra model_udf options, e.g.
-#: ``Peer("hfspark onnx", "hfspark_udf", True, project_env=True, udf_kwargs={"engine": "onnx"})``
+#: hfspark rows, each with its extra ``model_udf`` options (the targets use "hfspark"). The
+#: onnx row's first cold run on a machine includes the one-time ONNX export (cached after).
 HFSPARK_VARIANTS: list[Peer] = [
     Peer("hfspark", "hfspark_udf", spark=True, project_env=True),
+    Peer(
+        "hfspark onnx", "hfspark_udf", spark=True, project_env=True, udf_kwargs={"engine": "onnx"}
+    ),
 ]
 PEERS: list[Peer] = [
     Peer("MLflow sentence_transformers + spark_udf", "mlflow_st", spark=True),
@@ -262,7 +265,8 @@ def _measure(
         return row
     label = peer.name + (f" at {parts} partitions" if parts else "")
     _say(label)
-    out = Path(spec["work"]) / "peer-runs" / f"{peer.app}-{parts or 0}"
+    slug = re.sub(r"\W+", "-", peer.name).strip("-").lower()
+    out = Path(spec["work"]) / "peer-runs" / f"{slug}-{parts or 0}"
     shutil.rmtree(out, ignore_errors=True)
     run_spec = {
         **spec,
