@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -299,10 +300,16 @@ def _measure(
 
 
 def _reference(python: Path | str, spec: dict[str, Any], cores: int) -> np.ndarray | None:
-    """sentence-transformers ``encode(normalize_embeddings=True)``, cached per data and env."""
+    """sentence-transformers ``encode(normalize_embeddings=True)``, cached per data, model
+    folder and peers environment (its stamp)."""
     if isinstance(python, str):
         return None
-    out = Path(spec["work"]) / "peer-runs" / f"reference-{spec['fingerprint']}"
+    stamp = python.parent.parent / ".hfspark-bench-stamp"
+    key = hashlib.sha1(
+        f"{spec['fingerprint']}|{spec['model']}|{spec['max_length']}|"
+        f"{stamp.read_text() if stamp.exists() else ''}".encode()
+    ).hexdigest()[:12]
+    out = Path(spec["work"]) / "peer-runs" / f"reference-{key}"
     if (out / "reference.npy").exists():
         return np.load(out / "reference.npy")
     _say("reference vectors: sentence-transformers encode(normalize_embeddings=True)")
