@@ -70,10 +70,8 @@ PEER_PACKAGES = (
     "distribatch[transformers,spark]",
     "mlflow",
 )
-CEILING_MODES = (
-    "sorted8",
-    "sorted16",
-)  # the ceiling: sorted batches (row mode is slower here)
+#: the ceiling's modes: sorted batches (one row at a time is slower for this model)
+CEILING_MODES = ("sorted8", "sorted16")
 ROOT = Path(__file__).resolve().parents[1]
 
 
