@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "worker_env",
     "with_hfspark",
     "ensure_worker_python",
+    "warm_workers",
 ]
 
 log = logging.getLogger("hfspark.session")
@@ -110,7 +112,48 @@ def local_spark(
     builder = SparkSession.builder.master(master).appName(app_name)
     for key, value in spark_conf(conf).items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    spark = builder.getOrCreate()
+    warm_workers(spark)
+    return spark
+
+
+#: SparkContext id -> the thread warming its workers (tests join it)
+_WARMED: dict[int, threading.Thread] = {}
+
+
+def warm_workers(spark: Any) -> threading.Thread | None:
+    """Start the executors' Python daemons now, in the background, so their imports overlap
+    the driver's own work (reading inputs, planning) instead of the first query's.
+
+    Runs one tiny job (a no-op task per core) in a daemon thread, once per SparkContext and only
+    when the workers fork from hfspark's preloading daemon (:mod:`hfspark.udfs.daemon`);
+    ``HFSPARK_WARM_WORKERS=0`` turns it off. A first query that comes sooner waits for the same
+    daemon start (Spark starts one daemon per executor), so nothing is paid twice.
+
+    Example:
+        >>> thread = warm_workers(spark)     # None: not hfspark's daemon, or already warmed
+    """
+    if os.environ.get("HFSPARK_WARM_WORKERS", "1").strip().lower() in ("0", "false", "no"):
+        return None
+    try:
+        sc = spark.sparkContext
+        if sc.getConf().get(DAEMON_KEY, "") != DEFAULT_CONF[DAEMON_KEY] or id(sc) in _WARMED:
+            return None
+    except Exception:  # noqa: BLE001 - Spark Connect: no SparkContext here
+        return None
+    slots = max(1, int(sc.defaultParallelism))
+
+    def run() -> None:
+        try:
+            sc.setJobGroup("hfspark-warm-workers", "hfspark: start the Python workers", True)
+            sc.parallelize(range(slots), slots).foreach(lambda _: None)
+        except Exception as e:  # noqa: BLE001 - a stopped session, a busy cluster: no harm
+            log.debug("hfspark: warming the Python workers stopped: %s", e)
+
+    thread = threading.Thread(target=run, name="hfspark-warm-workers", daemon=True)
+    _WARMED[id(sc)] = thread
+    thread.start()
+    return thread
 
 
 def with_hfspark(builder: Any, *, delta: bool = True) -> Any:

@@ -11,6 +11,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# local_spark() starts the Python daemons in the background (session.warm_workers); tests that
+# count jobs, workers or loads want none of that: tests/test_daemon.py turns it on.
+os.environ.setdefault("HFSPARK_WARM_WORKERS", "0")
 
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402

@@ -145,3 +145,43 @@ def test_failed_preload_falls_back_to_the_plain_daemon(hf_spark: Any, classifier
         assert "hfspark_no_such_mod" in startup["fallback"]
     finally:
         spark.stop()
+
+
+def _daemon_pids() -> list[int]:
+    import os
+
+    out = []
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                line = f.read().replace(b"\0", b" ").decode()
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{ppid}/cmdline", "rb") as f:
+                parent = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        if "-m hfspark.udfs.daemon" in line and "-m hfspark.udfs.daemon" not in parent:
+            out.append(pid)
+    return out
+
+
+def test_session_start_warms_the_daemon_before_the_first_query(
+    hf_spark: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hfspark import session
+
+    hf_spark.stop()
+    monkeypatch.setenv("HFSPARK_WARM_WORKERS", "1")  # tests turn it off (conftest); users get it
+    spark = _session()
+    try:
+        thread = session._WARMED.get(id(spark.sparkContext))
+        assert thread is not None, "local_spark() did not start warming the workers"
+        thread.join(180)
+        assert not thread.is_alive()
+        assert _daemon_pids(), "no hfspark daemon running after the warm-up, before any query"
+        facts = _facts(spark)
+        assert all("hfspark.udfs.daemon" in f["parent"] and f["torch"] for f in facts), facts
+        assert session.warm_workers(spark) is None  # once per SparkContext
+    finally:
+        spark.stop()
