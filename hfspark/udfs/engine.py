@@ -210,9 +210,7 @@ class _Run:
         except Exception as e:  # noqa: BLE001
             if _is_oom(e) and len(features) > 1:
                 self.oom_retries += 1
-                log.warning(
-                    "hfspark: out of memory on %d rows; retrying in halves", len(features)
-                )
+                log.warning("hfspark: out of memory on %d rows; retrying in halves", len(features))
                 _empty_cuda_cache()
                 half = len(features) // 2
                 self._forward_batch(positions[:half], features[:half])
