@@ -243,12 +243,14 @@ def executor_run(
             run.outcomes["read_only"] = ctl.wait_done("read_only", job)
 
         # A Python worker killed mid-batch: the worker pausing on a task's first batch, checked
-        # to be a pyspark daemon's child in this cluster with torch loaded (it runs the model).
+        # to be a Python daemon's child (hfspark's preloading one, or PySpark's) in this cluster
+        # with torch loaded (it runs the model).
         def inference_worker(mk: Marker) -> bool:
+            daemon = cmdline(parent(mk.pid) or 0)
             return (
                 mk.pid in cluster.process_tree()
                 and has_torch(mk.pid)
-                and "pyspark.daemon" in cmdline(parent(mk.pid) or 0)
+                and ("hfspark.udfs.daemon" in daemon or "pyspark.daemon" in daemon)
             )
 
         victim = wait_for(
