@@ -12,6 +12,7 @@ Environment knobs:
                           ceiling runs N rounds of its modes per partition count, half right
                           before the hfspark jobs and half right after
     HFSPARK_BENCH_CORES   Spark cores = ceiling processes (default 2)
+    HFSPARK_BENCH_SCALING 0: skip the classification scaling series (2,000 to 16,000 rows)
     HFSPARK_BENCH_TASKS   comma list: classification,embeddings,speech,overhead,generation,
                           peers,coldstart (default all)
     HFSPARK_BENCH_SYSTEMS comma list of Spark systems (default all: hfspark, hfspark bf16,
@@ -240,7 +241,8 @@ def run_text_task(key: str, s: Settings, texts: list[str], results: dict[str, An
             model.folder, task, texts[: min(len(texts), 400)], reps=1 if s.quick else 2, onnx=graphs
         )
     )
-    if key == "classification" and not s.quick:
+    scaling = os.environ.get("HFSPARK_BENCH_SCALING", "1") not in ("0", "false", "")
+    if key == "classification" and not s.quick and scaling:
         sizes = [n for n in SCALING_ROWS if n >= len(texts)] or [len(texts)]
         sets = [
             (n, _write_parquet(cycled(texts, n), s.work / "data" / f"cycled-{n}.parquet"))
