@@ -20,13 +20,14 @@ def main() -> None:
     from pyspark.sql import SparkSession
 
     from bench.systems import ENGINE
-    from hfspark.session import with_hfspark
+    from hfspark.session import warm_workers, with_hfspark
     from hfspark.udfs import model_udf
 
     builder = SparkSession.builder
     for key, value in spark_conf(spec).items():
         builder = builder.config(key, value)
     spark = with_hfspark(builder, delta=False).getOrCreate()
+    warm_workers(spark)  # as the README says for your own session: daemons start now
     kwargs = {**ENGINE, "max_length": spec["max_length"], **spec.get("udf_kwargs", {})}
     embed = model_udf(spec["model"], task="feature-extraction", **kwargs)
 
