@@ -175,7 +175,7 @@ def light_tokenizer(folder: str | Path, model_input_names: Sequence[str]) -> Any
     """
     from transformers import PreTrainedTokenizerFast
 
-    tok = PreTrainedTokenizerFast.from_pretrained(str(folder))
+    tok = PreTrainedTokenizerFast.from_pretrained(str(folder), trust_remote_code=False)
     tok.model_input_names = list(model_input_names)
     return tok
 
