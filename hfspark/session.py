@@ -125,9 +125,9 @@ def warm_workers(spark: Any) -> threading.Thread | None:
     """Start the executors' Python daemons now, in the background, so their imports overlap
     the driver's own work (reading inputs, planning) instead of the first query's.
 
-    Runs one tiny job (a no-op task per core) in a daemon thread, once per SparkContext and only
-    when the workers fork from hfspark's preloading daemon (:mod:`hfspark.udfs.daemon`);
-    ``HFSPARK_WARM_WORKERS=0`` turns it off. A first query that comes sooner waits for the same
+    Runs one tiny job (a no-op Arrow UDF, one task per core) in a daemon thread, once per
+    SparkContext and only when the workers fork from hfspark's preloading daemon
+    (:mod:`hfspark.udfs.daemon`); ``HFSPARK_WARM_WORKERS=0`` turns it off. A first query that comes sooner waits for the same
     daemon start (Spark starts one daemon per executor), so nothing is paid twice.
 
     Example:
@@ -145,8 +145,20 @@ def warm_workers(spark: Any) -> threading.Thread | None:
 
     def run() -> None:
         try:
+            import pyarrow as pa
+            from pyspark.sql.functions import ArrowUDFType, arrow_udf
+
+            # an Arrow UDF of the model UDFs' kind: Spark keys its Python daemons by the
+            # runner's environment, and an RDD job would start a daemon of its own
+            def nothing(batches: Any) -> Any:
+                for batch in batches:
+                    yield pa.nulls(len(batch), pa.int64())
+
+            noop = arrow_udf(nothing, "bigint", ArrowUDFType.SCALAR_ITER)  # type: ignore[call-overload]
             sc.setJobGroup("hfspark-warm-workers", "hfspark: start the Python workers", True)
-            sc.parallelize(range(slots), slots).foreach(lambda _: None)
+            spark.range(0, slots, 1, slots).select(noop("id")).write.format("noop").mode(
+                "overwrite"
+            ).save()
         except Exception as e:  # noqa: BLE001 - a stopped session, a busy cluster: no harm
             log.debug("hfspark: warming the Python workers stopped: %s", e)
 

@@ -28,6 +28,7 @@ def _worker_facts(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
     with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
         parent = f.read().replace(b"\0", b" ").decode()
     facts = {
+        "ppid": os.getppid(),
         "parent": parent,
         "torch": "torch" in sys.modules,
         "modeling": "transformers.modeling_utils" in sys.modules,
@@ -179,9 +180,13 @@ def test_session_start_warms_the_daemon_before_the_first_query(
         assert thread is not None, "local_spark() did not start warming the workers"
         thread.join(180)
         assert not thread.is_alive()
-        assert _daemon_pids(), "no hfspark daemon running after the warm-up, before any query"
+        warmed = _daemon_pids()
+        assert warmed, "no hfspark daemon running after the warm-up, before any query"
         facts = _facts(spark)
         assert all("hfspark.udfs.daemon" in f["parent"] and f["torch"] for f in facts), facts
+        # the query's workers fork from the daemon the warm-up started (not one of its own)
+        assert {f["ppid"] for f in facts} <= set(warmed), (facts, warmed)
+        assert set(_daemon_pids()) == set(warmed)
         assert session.warm_workers(spark) is None  # once per SparkContext
     finally:
         spark.stop()
