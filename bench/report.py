@@ -371,7 +371,11 @@ def render(results: dict[str, Any]) -> str:
     parts += ["", "## Targets", ""]
     parts += [
         f"{'PASS' if ok else 'FAIL'}  {line}"
-        for ok, line in [*targets(results), *onnx_targets(results)]
+        for ok, line in [
+            *targets(results),
+            *onnx_targets(results),
+            *coldstart.targets(results.get("coldstart") or {}),
+        ]
     ] or ["(none measured)"]
     if results["failures"]:
         parts += ["", "## Failures", ""] + [f"- {f}" for f in results["failures"]]
