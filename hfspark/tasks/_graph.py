@@ -218,16 +218,26 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def read_record(graph_path: str | Path) -> dict[str, Any] | None:
-    """The verification record beside a graph (``<name>.json``), if it is this graph's."""
+def read_record(graph_path: str | Path, records: Path | None = None) -> dict[str, Any] | None:
+    """The check record of this very graph file: the one beside it (``<name>.json``) when its
+    sha256 matches, else ``records/<sha256>.json`` (the file is hashed once); for a graph that
+    is not there, the record of an export that failed."""
     path = Path(graph_path)
-    record_path = path.with_suffix(".json")
-    if not path.is_file() or not record_path.is_file():
-        return None
-    try:
-        record = json.loads(record_path.read_text())
-    except (OSError, ValueError):
-        return None
-    if record.get("sha256") != file_sha256(path):
-        return None
-    return dict(record)
+    if not path.is_file():  # an export that failed leaves its record, without a graph
+        try:
+            failed = json.loads(path.with_suffix(".json").read_text())
+        except (OSError, ValueError):
+            return None
+        return dict(failed) if failed.get("sha256") is None and not failed.get("passed") else None
+    sha = file_sha256(path)
+    candidates = [path.with_suffix(".json")]
+    if records is not None:
+        candidates.append(records / f"{sha}.json")
+    for record_path in candidates:
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("sha256") == sha:
+            return dict(record)
+    return None

@@ -80,18 +80,9 @@ def records_dir() -> Path:
 
 
 def _record(path: Path) -> dict[str, Any] | None:
-    from hfspark.tasks._graph import file_sha256, read_record
+    from hfspark.tasks._graph import read_record
 
-    record = read_record(path)
-    if record is not None or not path.is_file():
-        return record
-    central = records_dir() / f"{file_sha256(path)}.json"
-    if central.is_file():
-        try:
-            return dict(json.loads(central.read_text()))
-        except (OSError, ValueError):
-            return None
-    return None
+    return read_record(path, records_dir())
 
 
 def _light(
@@ -152,7 +143,7 @@ def onnx_runtime(ref: ModelRef, info: ModelInfo) -> Any:
     name = f"{adapter.graph_name()}.onnx"
     saved, cached = Path(info.root) / "onnx" / name, graph_dir(ref) / name
     for path in (saved, cached):
-        record = _record(path) if path.is_file() else None
+        record = _record(path)
         if record is not None and record.get("passed"):
             return _light(ref, info, adapter, path, record)
         if record is not None:  # checked before on this machine, and refused
@@ -160,7 +151,7 @@ def onnx_runtime(ref: ModelRef, info: ModelInfo) -> Any:
             return None
     cached.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cached) + ".lock"):
-        record = _record(cached) if cached.is_file() else None
+        record = _record(cached)
         if record is None:
             record = _check(ref, info, adapter, saved, cached)
             if not isinstance(record, dict):
