@@ -10,11 +10,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -31,6 +35,9 @@ __all__ = [
     "with_hfspark",
     "ensure_worker_python",
     "warm_workers",
+    "start_zygote",
+    "significant",
+    "builder_options",
 ]
 
 log = logging.getLogger("hfspark.session")
@@ -112,9 +119,148 @@ def local_spark(
     builder = SparkSession.builder.master(master).appName(app_name)
     for key, value in spark_conf(conf).items():
         builder = builder.config(key, value)
+    zygote = start_zygote(builder_options(builder))
+    if zygote:
+        builder = builder.config(f"spark.executorEnv.{ZYGOTE_ENV}", zygote)
     spark = builder.getOrCreate()
     warm_workers(spark)
     return spark
+
+
+def builder_options(builder: Any) -> dict[str, str]:
+    """The settings on a ``SparkSession.Builder`` so far (``{}`` for one that hides them)."""
+    return {str(k): str(v) for k, v in getattr(builder, "_options", {}).items()}
+
+
+#: the variable that names the zygote to Spark's daemons (:mod:`hfspark.udfs.zygote`)
+ZYGOTE_ENV = "HFSPARK_ZYGOTE"
+_ZYGOTE: dict[str, Any] = {}
+#: environment variables an import may read: a zygote and a daemon must agree on them
+_IMPORT_ENV = (
+    "HF_",
+    "HUGGINGFACE_",
+    "TRANSFORMERS_",
+    "TOKENIZERS_",
+    "TORCH",
+    "PYTORCH_",
+    "OMP_",
+    "MKL_",
+    "KMP_",
+    "OPENBLAS_",
+    "CUDA_",
+    "NVIDIA_",
+    "LD_",
+    "HFSPARK_WORKER_PRELOAD",
+    "PYTHONHASHSEED",
+    "PYTHONHOME",
+    "PYTHONOPTIMIZE",
+    "PYTHONDONTWRITEBYTECODE",
+)
+
+
+def significant(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables of ``env`` an import may read (a zygote's and a daemon's must match).
+
+    Example:
+        >>> significant({"OMP_NUM_THREADS": "1", "HOME": "/root"})
+        {'OMP_NUM_THREADS': '1'}
+    """
+    return {k: v for k, v in env.items() if k.startswith(_IMPORT_ENV)}
+
+
+def _daemon_env(options: Mapping[str, str]) -> dict[str, str]:
+    """The environment Spark will give a local session's Python daemons (what imports read).
+
+    The JVM's own environment (fixed when PySpark launched it: this driver's environment
+    may have changed since) with the session's ``spark.executorEnv.*`` on top.
+    """
+    env = dict(os.environ)
+    try:
+        from pyspark import SparkContext
+
+        if SparkContext._gateway is not None:
+            env = {str(k): str(v) for k, v in SparkContext._gateway.jvm.System.getenv().items()}
+    except Exception:  # noqa: BLE001 - no usable gateway: this environment is what it gets
+        pass
+    for key, value in options.items():
+        if key.startswith("spark.executorEnv."):
+            env[key.removeprefix("spark.executorEnv.")] = value
+    # PySpark's SparkContext and PythonRunner set these two for every Python worker
+    env["PYTHONHASHSEED"] = os.environ.get("PYTHONHASHSEED", "0")
+    env["OMP_NUM_THREADS"] = options.get(
+        "spark.executorEnv.OMP_NUM_THREADS", options.get("spark.task.cpus", "1")
+    )
+    env.pop(ZYGOTE_ENV, None)
+    return env
+
+
+def start_zygote(options: Mapping[str, str]) -> str | None:
+    """Start the preloading zygote for a local session about to start (or reuse this driver's).
+
+    It imports torch and transformers while the JVM starts, so the session's Python daemon
+    forks from an interpreter that already has them (:mod:`hfspark.udfs.zygote`). Only for a
+    local master using hfspark's daemon, before a SparkContext exists; ``HFSPARK_ZYGOTE=0``
+    turns it off. Returns the value for ``spark.executorEnv.HFSPARK_ZYGOTE``, or None.
+
+    Example:
+        >>> start_zygote({"spark.master": "local[2]", DAEMON_KEY: "hfspark.udfs.daemon"})
+        '/tmp/hfspark-zygote-k2j1/sock#5f0c...'
+    """
+    if os.environ.get(ZYGOTE_ENV, "1").strip().lower() in ("0", "off", "false", "no"):
+        return None
+    if not str(options.get("spark.master", "local")).startswith("local"):
+        return None
+    if options.get(DAEMON_KEY) != DEFAULT_CONF[DAEMON_KEY] or options.get(
+        f"spark.executorEnv.{ZYGOTE_ENV}"
+    ):
+        return None
+    try:
+        from pyspark import SparkContext
+
+        if SparkContext._active_spark_context is not None:
+            return None  # getOrCreate would return the running session: too late
+    except ImportError:
+        return None
+    env = _daemon_env(options)
+    key = json.dumps([sys.executable, significant(env)], sort_keys=True)
+    old = _ZYGOTE.get("proc")
+    if old is not None and old.poll() is None and _ZYGOTE.get("key") == key:
+        return str(_ZYGOTE["spec"])
+    _stop_zygote()
+    folder = tempfile.mkdtemp(prefix="hfspark-zygote-")
+    path, token = os.path.join(folder, "sock"), os.urandom(16).hex()
+    # bound here, so a daemon that comes before the zygote is up waits in the backlog
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(16)
+    read_end, write_end = os.pipe()  # the zygote exits when this driver (the write end) is gone
+    fds = (listener.fileno(), read_end)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hfspark.udfs.zygote", path, token, *map(str, fds)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            pass_fds=fds,
+            start_new_session=True,
+        )
+    except OSError as e:
+        os.close(write_end)
+        log.debug("hfspark: no zygote: %s", e)
+        return None
+    finally:
+        os.close(read_end)
+        listener.close()
+    _ZYGOTE.update(proc=proc, key=key, spec=f"{path}#{token}", write_end=write_end)
+    return str(_ZYGOTE["spec"])
+
+
+def _stop_zygote() -> None:
+    """Let this driver's zygote go (it exits when its pipe closes; its daemons live on)."""
+    if "write_end" in _ZYGOTE:
+        with contextlib.suppress(OSError):
+            os.close(_ZYGOTE["write_end"])
+    _ZYGOTE.clear()
 
 
 #: SparkContext id -> the thread warming its workers (tests join it)
@@ -174,8 +320,8 @@ def with_hfspark(builder: Any, *, delta: bool = True) -> Any:
     Adds the Delta jars (fetched once from Maven Central and cached), Delta's SQL extension
     and catalog, and points the Python workers at this interpreter (``PYSPARK_PYTHON``,
     unless you set it). On a local master whose workers can import hfspark, the workers are
-    forked from hfspark's preloading daemon (:mod:`hfspark.udfs.daemon`). Settings you put on
-    the builder yourself win.
+    forked from hfspark's preloading daemon (:mod:`hfspark.udfs.daemon`), whose imports start
+    now, beside the JVM (:func:`start_zygote`). Settings you put on the builder yourself win.
 
     Example:
         >>> from pyspark.sql import SparkSession
@@ -197,6 +343,9 @@ def with_hfspark(builder: Any, *, delta: bool = True) -> Any:
             builder = builder.config(key, f"{options[key]},{value}")
         elif key not in options:
             builder = builder.config(key, value)
+    zygote = start_zygote(builder_options(builder))
+    if zygote:
+        builder = builder.config(f"spark.executorEnv.{ZYGOTE_ENV}", zygote)
     return builder
 
 

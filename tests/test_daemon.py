@@ -8,6 +8,7 @@ line and whether torch and transformers' model classes were imported before its 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -98,11 +99,13 @@ def test_workers_fork_from_the_preloading_daemon_and_report_startup(
     spark = hf_spark
     assert spark.sparkContext.getConf().get(DAEMON_KEY) == "hfspark.udfs.daemon"
     first = _facts(spark)  # the session's first Python tasks: nothing ran in them before
-    assert all("hfspark.udfs.daemon" in f["parent"] for f in first), first
+    # local_spark() started the zygote beside the JVM: the daemon is its fork (its command line)
+    assert all("-m hfspark.udfs.zygote" in f["parent"] for f in first), first
     assert all(f["torch"] and f["modeling"] for f in first), first
     assert len(_predict(spark, classifier)) == 8
     startup = worker_startup(spark)
     assert startup["daemon"] == "hfspark"
+    assert all(w["zygote"] and not w["fallback"] for w in startup["workers"]), startup
     assert "torch" in startup["preloaded"] and startup["preload_s"] > 0
     slow = startup["slowest"]
     assert {"start_s", "imports_s", "weights_s", "load_s", "first_call_s"} <= set(slow)
@@ -163,8 +166,27 @@ def _daemon_pids() -> list[int]:
         except (OSError, ValueError, IndexError):
             continue
         if "-m hfspark.udfs.daemon" in line and "-m hfspark.udfs.daemon" not in parent:
-            out.append(pid)
+            out.append(pid)  # a daemon Spark started (or the stand-in of a zygote's fork)
+        elif "-m hfspark.udfs.zygote" in line and "-m hfspark.udfs.zygote" in parent:
+            if "-m hfspark.udfs.zygote" not in _cmdline(_ppid(ppid)):
+                out.append(pid)  # a daemon forked from the zygote (not one of its workers)
     return out
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def test_session_start_warms_the_daemon_before_the_first_query(
@@ -183,10 +205,16 @@ def test_session_start_warms_the_daemon_before_the_first_query(
         warmed = _daemon_pids()
         assert warmed, "no hfspark daemon running after the warm-up, before any query"
         facts = _facts(spark)
-        assert all("hfspark.udfs.daemon" in f["parent"] and f["torch"] for f in facts), facts
+        assert all("-m hfspark.udfs.zygote" in f["parent"] and f["torch"] for f in facts), facts
         # the query's workers fork from the daemon the warm-up started (not one of its own)
         assert {f["ppid"] for f in facts} <= set(warmed), (facts, warmed)
         assert set(_daemon_pids()) == set(warmed)
         assert session.warm_workers(spark) is None  # once per SparkContext
     finally:
         spark.stop()
+    # Spark stops its daemons with the context: the zygote's forks go too (the zygote stays)
+    end = time.monotonic() + 30
+    while _daemon_pids() and time.monotonic() < end:
+        time.sleep(0.2)
+    assert not _daemon_pids(), "daemons outlived spark.stop()"
+    assert session._ZYGOTE["proc"].poll() is None

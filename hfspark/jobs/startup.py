@@ -97,6 +97,8 @@ def summarize(probe: list[dict[str, Any]]) -> dict[str, Any]:
     if preloaded is not None:
         out["preloaded"] = preloaded["preloaded"]
         out["preload_s"] = preloaded.get("preload_s")
+    if any(r.get("zygote") for r in records):
+        out["zygote"] = True  # the daemon preloaded beside the JVM (hfspark.udfs.zygote)
     if fallbacks:
         out["fallback"] = fallbacks[0]
     return out
@@ -123,6 +125,8 @@ def describe(startup: dict[str, Any]) -> str:
     tail = f"slowest of {len(startup.get('workers', []))} workers; daemon {startup.get('daemon')}"
     if startup.get("preloaded"):
         tail += f", preloaded {len(startup['preloaded'])} modules in {startup.get('preload_s')}s"
+        if startup.get("zygote"):
+            tail += " beside the JVM"
     if startup.get("fallback"):
         tail += f", fell back: {startup['fallback']}"
     return ", ".join(parts) + f" ({tail})"

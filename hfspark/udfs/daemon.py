@@ -153,7 +153,14 @@ def _fall_back(reason: str) -> None:
 
 
 def main() -> None:
-    """Preload, then run PySpark's daemon loop; on any failure, PySpark's plain daemon."""
+    """Preload, then run PySpark's daemon loop; on any failure, PySpark's plain daemon.
+
+    A zygote that preloaded beside the JVM (:mod:`hfspark.udfs.zygote`, local sessions)
+    takes the daemon over instead when its environment matches.
+    """
+    from hfspark.udfs.zygote import hand_off
+
+    hand_off()  # returns only when there is no zygote to hand over to
     modules = preload_modules()
     try:
         seconds = preload(modules)

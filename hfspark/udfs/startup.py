@@ -13,7 +13,9 @@ read back on the driver by a probe job (:func:`hfspark.jobs.startup.worker_start
 * ``first_call_s``: the first forward call (one length-sorted batch), lazy kernel set-up
   included; ``first_output_s``: process start -> the end of that call;
 * ``daemon``: which daemon forked the worker (``hfspark``, or ``None``), its ``preloaded``
-  modules and ``preload_s``; ``fallback``: why the hfspark daemon fell back, if it did.
+  modules and ``preload_s``; ``zygote``: the daemon came from the zygote that preloaded
+  beside the JVM (:mod:`hfspark.udfs.zygote`); ``fallback``: why the hfspark daemon fell
+  back (or did not use the zygote), if it did.
 
 Nothing here imports torch (an ONNX worker must not), and a record costs a few
 microseconds per worker.
@@ -37,6 +39,7 @@ __all__ = [
     "FALLBACK_ENV",
     "PRELOADED_ENV",
     "PRELOAD_S_ENV",
+    "ZYGOTE_MARK_ENV",
     "first_call_done",
     "mark_first_use",
     "process_start",
@@ -50,6 +53,8 @@ DAEMON_ENV = "HFSPARK_DAEMON"
 PRELOADED_ENV = "HFSPARK_DAEMON_PRELOADED"
 PRELOAD_S_ENV = "HFSPARK_DAEMON_PRELOAD_S"
 FALLBACK_ENV = "HFSPARK_DAEMON_FALLBACK"
+#: "1" in a daemon forked from the zygote that preloaded beside the JVM (hfspark.udfs.zygote)
+ZYGOTE_MARK_ENV = "HFSPARK_DAEMON_ZYGOTE"
 
 _RECORD: dict[str, Any] = {}
 _FIRST_CALL = False
@@ -80,6 +85,7 @@ def mark_first_use() -> None:
         preloaded=[m for m in os.environ.get(PRELOADED_ENV, "").split(",") if m],
         preload_s=float(os.environ.get(PRELOAD_S_ENV, "0") or 0),
         fallback=os.environ.get(FALLBACK_ENV) or None,
+        zygote=os.environ.get(ZYGOTE_MARK_ENV) == "1",
         # /proc's start time has a 10 ms tick; a worker just forked may read slightly negative.
         start_s=round(max(0.0, now - started), 3) if started is not None else None,
         _t0=started if started is not None else now,
