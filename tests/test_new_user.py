@@ -313,6 +313,8 @@ def test_signal_stops_cleanly_and_resume_finishes(tmp_path, models, sig, code) -
     report = json.loads(next(reports.glob("*/report.json")).read_text())
     assert report["status"] == "interrupted" and report["exit_code"] == code
     assert 0 < report["rows"]["written"] < 480
+    if sig != signal.SIGINT:
+        return  # the rerun after a stop is the same for both signals: timed once
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "the output holds 480 rows" in done.stdout
