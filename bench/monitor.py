@@ -51,14 +51,18 @@ def _ppid(pid: int) -> int:
 
 #: daemon modules whose forked children are the workers (PySpark's and hfspark's).
 _DAEMONS = ("pyspark.daemon", "hfspark.udfs.daemon")
+#: hfspark's zygote (hfspark.udfs.zygote): its forks are the daemons, their forks the workers
+_ZYGOTE = "hfspark.udfs.zygote"
 
 
-def python_workers(root: int | None = None) -> list[int]:
-    """PIDs of PySpark Python worker processes under ``root`` (default: this process).
+def _python_tree(root: int | None) -> tuple[list[int], list[int]]:
+    """(workers, daemon side) of the PySpark Python processes under ``root``.
 
-    In daemon mode the workers are forked children of ``pyspark.daemon`` or hfspark's
-    ``hfspark.udfs.daemon`` (same command line);
-    the daemon itself only forks, so it is left out.
+    A worker is a fork of a daemon (``pyspark.daemon`` or ``hfspark.udfs.daemon``, one
+    command line for both), or a ``pyspark.worker`` started without one. With hfspark's
+    zygote the daemon is the zygote's fork and the workers its forks (all three with the
+    zygote's command line), while the process Spark launched only stands in. The daemon side
+    (what the workers' shared pages belong to): daemons, the zygote, stand-ins.
     """
     root = os.getpid() if root is None else root
     pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
@@ -73,38 +77,44 @@ def python_workers(root: int | None = None) -> list[int]:
             pid, seen = parent.get(pid, -1), seen + 1
         return False
 
-    def daemon(line: str) -> bool:
-        return any(name in line for name in _DAEMONS)
+    def depth(pid: int, names: tuple[str, ...]) -> int:
+        """How many of ``pid``'s ancestors in a row have one of ``names`` in their command."""
+        k, up = 0, parent.get(pid, -1)
+        while up > 1 and k < 64 and any(n in cmd.get(up, "") for n in names):
+            k, up = k + 1, parent.get(up, -1)
+        return k
 
-    out = []
+    workers, daemons = [], []
     for pid in pids:
-        line, parent_line = cmd[pid], cmd.get(parent[pid], "")
-        forked = daemon(line) and daemon(parent_line)
-        plain = "-m pyspark.worker" in line and not daemon(line)
-        if (forked or plain) and under_root(pid):
-            out.append(pid)
-    return sorted(out)
+        line = cmd[pid]
+        if _ZYGOTE in line:  # 0: the zygote, 1: a daemon, 2: a worker
+            kind = "worker" if depth(pid, (_ZYGOTE,)) >= 2 else "daemon"
+        elif any(n in line for n in _DAEMONS):
+            kind = "worker" if depth(pid, _DAEMONS) else "daemon"
+        elif "-m pyspark.worker" in line:
+            kind = "worker"
+        else:
+            continue
+        if under_root(pid):
+            (workers if kind == "worker" else daemons).append(pid)
+    return sorted(workers), sorted(daemons)
+
+
+def python_workers(root: int | None = None) -> list[int]:
+    """PIDs of PySpark Python worker processes under ``root`` (default: this process).
+
+    In daemon mode the workers are forked children of ``pyspark.daemon`` or hfspark's
+    ``hfspark.udfs.daemon`` (same command line), or of a daemon forked from hfspark's zygote;
+    the daemons themselves only fork, so they are left out.
+    """
+    return _python_tree(root)[0]
 
 
 def python_daemons(root: int | None = None) -> list[int]:
-    """PIDs of the PySpark daemons (plain or hfspark's) under ``root``: the processes the
-    workers fork from, which hold the pages the workers share."""
-    root = os.getpid() if root is None else root
-    pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-    parent = {p: _ppid(p) for p in pids}
-    out = []
-    for pid in pids:
-        line = _cmdline(pid)
-        if not any(name in line for name in _DAEMONS):
-            continue
-        if any(name in _cmdline(parent.get(pid, -1)) for name in _DAEMONS):
-            continue  # a forked worker
-        up, seen = pid, 0
-        while up > 1 and seen < 64 and up != root:
-            up, seen = parent.get(up, -1), seen + 1
-        if up == root:
-            out.append(pid)
-    return sorted(out)
+    """PIDs of the daemon side under ``root``: the PySpark daemons (plain or hfspark's), the
+    zygote and the stand-ins Spark launched for its forks: what the workers fork from, which
+    holds the pages the workers share."""
+    return _python_tree(root)[1]
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")

@@ -168,6 +168,20 @@ def significant(env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k.startswith(_IMPORT_ENV)}
 
 
+def _master(options: Mapping[str, str]) -> str:
+    """The session's master: the builder's, else the running JVM's (spark-submit), else local."""
+    if options.get("spark.master"):
+        return str(options["spark.master"])
+    try:
+        from pyspark import SparkContext
+
+        if SparkContext._gateway is not None:
+            return str(SparkContext._gateway.jvm.System.getProperty("spark.master") or "local")
+    except Exception:  # noqa: BLE001 - no usable gateway
+        pass
+    return "local"
+
+
 def _daemon_env(options: Mapping[str, str]) -> dict[str, str]:
     """The environment Spark will give a local session's Python daemons (what imports read).
 
@@ -208,7 +222,9 @@ def start_zygote(options: Mapping[str, str]) -> str | None:
     """
     if os.environ.get(ZYGOTE_ENV, "1").strip().lower() in ("0", "off", "false", "no"):
         return None
-    if not str(options.get("spark.master", "local")).startswith("local"):
+    if "spark.remote" in options or os.environ.get("SPARK_REMOTE"):
+        return None  # Spark Connect: the server's executors are not this machine's
+    if not _master(options).startswith("local"):
         return None
     if options.get(DAEMON_KEY) != DEFAULT_CONF[DAEMON_KEY] or options.get(
         f"spark.executorEnv.{ZYGOTE_ENV}"

@@ -78,12 +78,16 @@ def test_bench_quick_classification(tmp_path: Path) -> None:
         "fp32 pruned last layer (default)",
         "int8 dynamic",
         "bf16",
+        "onnx fp32 (ONNX Runtime)",
+        "onnx fp32, hfspark's graph",
     }
     pruned = next(q for q in data["quant"] if q["variant"].startswith("fp32 pruned"))
     assert pruned["label_agreement"] == 1.0 and pruned["max_abs_score_diff"] < 1e-5
     ceiling = data["ceiling"]["text-classification"]  # one round beside each timed hfspark job
     assert {(c["mode"], c["partitions"]) for c in ceiling} == {
-        (m, p) for m in ("row", "sorted8", "sorted16") for p in (2, 32)
+        (m, p)
+        for m in ("row", "sorted8", "sorted16", "onnx-sorted8", "onnx-sorted16")
+        for p in (2, 32)
     }
     assert all(len(c["all_seconds"]) == 1 and c["rows"] == 60 for c in ceiling)
     assert "compute ceiling (sorted8) | beside 32" in stdout

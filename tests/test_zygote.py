@@ -121,6 +121,7 @@ def test_zygote_refuses_a_daemon_whose_import_environment_differs(zygote: str) -
 def test_no_zygote_without_a_local_hfspark_daemon_and_one_per_environment() -> None:
     assert session.start_zygote({**OPTIONS, "spark.master": "spark://h:7077"}) is None
     assert session.start_zygote({**OPTIONS, session.DAEMON_KEY: "pyspark.daemon"}) is None
+    assert session.start_zygote({**OPTIONS, "spark.remote": "sc://localhost:15002"}) is None
     first = session.start_zygote(OPTIONS)
     try:
         assert first and session.start_zygote(OPTIONS) == first  # reused
