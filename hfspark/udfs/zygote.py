@@ -5,13 +5,14 @@ is up and the first Python task is scheduled, and its ~7 s of imports (torch, tr
 then sit on the first query's critical path. :func:`hfspark.session.local_spark` (and
 :func:`hfspark.session.with_hfspark` on a local master) start this module as a process
 *before* the JVM, with the environment Spark will give its daemons; it imports the same
-modules while the JVM starts, listens on a Unix socket in a private folder, and waits.
+modules while the JVM starts, then waits on a Unix socket the driver bound in a private
+folder (a daemon that comes early waits in its backlog).
 
 When Spark then launches ``python -m hfspark.udfs.daemon``, that process hands its stdin,
 stdout and stderr (the JVM's pipes), environment, folder and arguments over the socket
 (:func:`hand_off`). The zygote forks a child that takes them over and runs PySpark's daemon
 loop (``pyspark.daemon.manager()``, which forks the workers), already imported. The process
-Spark started stays as a stand-in for its lifetime: it forwards SIGTERM/SIGINT to the real
+Spark started stays as a stand-in for its lifetime: it forwards SIGTERM to the real
 daemon and exits when it does. Spark's protocol is untouched: the port goes out on the JVM's
 stdout, worker kills and shutdown come in on its stdin.
 
@@ -140,14 +141,16 @@ def _alive(pid: int) -> bool:
 
 
 def _stand_in(conn: socket.socket, pid: int) -> None:
-    """Live as long as the real daemon; pass Spark's SIGTERM/SIGINT on to it."""
+    """Live as long as the real daemon; pass Spark's SIGTERM on to it."""
 
     def forward(signum: int, _frame: Any) -> None:
         with contextlib.suppress(OSError):
             os.kill(pid, signum)
 
     signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    # Ctrl-C reaches the JVM's process group (this process, not the daemon, which has its own
+    # group): PySpark's daemon never saw it, so it is not passed on
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     for fd in (0, 1):  # the real daemon owns the JVM's pipes now
         with contextlib.suppress(OSError):
