@@ -37,7 +37,6 @@ __all__ = [
     "warm_workers",
     "start_zygote",
     "significant",
-    "builder_options",
 ]
 
 log = logging.getLogger("hfspark.session")
@@ -119,17 +118,26 @@ def local_spark(
     builder = SparkSession.builder.master(master).appName(app_name)
     for key, value in spark_conf(conf).items():
         builder = builder.config(key, value)
-    zygote = start_zygote(builder_options(builder))
-    if zygote:
-        builder = builder.config(f"spark.executorEnv.{ZYGOTE_ENV}", zygote)
-    spark = builder.getOrCreate()
+    spark = _with_zygote(builder).getOrCreate()
     warm_workers(spark)
     return spark
 
 
-def builder_options(builder: Any) -> dict[str, str]:
-    """The settings on a ``SparkSession.Builder`` so far (``{}`` for one that hides them)."""
-    return {str(k): str(v) for k, v in getattr(builder, "_options", {}).items()}
+def _with_zygote(builder: Any) -> Any:
+    """``builder`` naming the zygote :func:`start_zygote` started for it (if it did)."""
+    options = {str(k): str(v) for k, v in getattr(builder, "_options", {}).items()}
+    zygote = start_zygote(options)
+    return builder.config(f"spark.executorEnv.{ZYGOTE_ENV}", zygote) if zygote else builder
+
+
+def _jvm() -> Any:
+    """The running JVM's py4j view (``None`` before PySpark launched one)."""
+    try:
+        from pyspark import SparkContext
+
+        return None if SparkContext._gateway is None else SparkContext._gateway.jvm
+    except ImportError:
+        return None
 
 
 #: the variable that names the zygote to Spark's daemons (:mod:`hfspark.udfs.zygote`)
@@ -172,14 +180,8 @@ def _master(options: Mapping[str, str]) -> str:
     """The session's master: the builder's, else the running JVM's (spark-submit), else local."""
     if options.get("spark.master"):
         return str(options["spark.master"])
-    try:
-        from pyspark import SparkContext
-
-        if SparkContext._gateway is not None:
-            return str(SparkContext._gateway.jvm.System.getProperty("spark.master") or "local")
-    except Exception:  # noqa: BLE001 - no usable gateway
-        pass
-    return "local"
+    jvm = _jvm()
+    return str(jvm.System.getProperty("spark.master") or "local") if jvm is not None else "local"
 
 
 def _daemon_env(options: Mapping[str, str]) -> dict[str, str]:
@@ -188,14 +190,12 @@ def _daemon_env(options: Mapping[str, str]) -> dict[str, str]:
     The JVM's own environment (fixed when PySpark launched it: this driver's environment
     may have changed since) with the session's ``spark.executorEnv.*`` on top.
     """
-    env = dict(os.environ)
-    try:
-        from pyspark import SparkContext
-
-        if SparkContext._gateway is not None:
-            env = {str(k): str(v) for k, v in SparkContext._gateway.jvm.System.getenv().items()}
-    except Exception:  # noqa: BLE001 - no usable gateway: this environment is what it gets
-        pass
+    jvm = _jvm()
+    env = (
+        dict(os.environ)
+        if jvm is None
+        else {str(k): str(v) for k, v in jvm.System.getenv().items()}
+    )
     for key, value in options.items():
         if key.startswith("spark.executorEnv."):
             env[key.removeprefix("spark.executorEnv.")] = value
@@ -224,8 +224,6 @@ def start_zygote(options: Mapping[str, str]) -> str | None:
         return None
     if "spark.remote" in options or os.environ.get("SPARK_REMOTE"):
         return None  # Spark Connect: the server's executors are not this machine's
-    if not _master(options).startswith("local"):
-        return None
     if options.get(DAEMON_KEY) != DEFAULT_CONF[DAEMON_KEY] or options.get(
         f"spark.executorEnv.{ZYGOTE_ENV}"
     ):
@@ -237,7 +235,13 @@ def start_zygote(options: Mapping[str, str]) -> str | None:
             return None  # getOrCreate would return the running session: too late
     except ImportError:
         return None
-    env = _daemon_env(options)
+    try:
+        master, env = _master(options), _daemon_env(options)
+    except Exception as e:  # noqa: BLE001 - a JVM that stopped answering: no zygote, no harm
+        log.debug("hfspark: no zygote: %s", e)
+        return None
+    if not master.startswith("local"):
+        return None
     key = json.dumps([sys.executable, significant(env)], sort_keys=True)
     old = _ZYGOTE.get("proc")
     if old is not None and old.poll() is None and _ZYGOTE.get("key") == key:
@@ -359,10 +363,7 @@ def with_hfspark(builder: Any, *, delta: bool = True) -> Any:
             builder = builder.config(key, f"{options[key]},{value}")
         elif key not in options:
             builder = builder.config(key, value)
-    zygote = start_zygote(builder_options(builder))
-    if zygote:
-        builder = builder.config(f"spark.executorEnv.{ZYGOTE_ENV}", zygote)
-    return builder
+    return _with_zygote(builder)
 
 
 def _local_workers_import_hfspark(options: Mapping[str, Any]) -> bool:

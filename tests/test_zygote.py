@@ -1,7 +1,7 @@
 """The zygote: a local session's daemon imports torch beside the JVM, then takes over.
 
 The hand-off protocol is exercised with real processes and PySpark's own daemon loop: a
-stand-in (``hfspark.udfs.zygote.hand_off``, as ``python -m hfspark.udfs.daemon`` runs it)
+stand-in (``hfspark.udfs.daemon.hand_off``, as ``python -m hfspark.udfs.daemon`` runs it)
 passes its pipes over a Unix socket; the real daemon, forked from the zygote, writes its port
 on the stand-in's stdout and stops when that stdin closes or the stand-in gets SIGTERM, as
 Spark's ``PythonWorkerFactory`` does it. Spark itself runs it in ``tests/test_daemon.py``.
@@ -28,7 +28,7 @@ OPTIONS = {
     session.DAEMON_KEY: session.DEFAULT_CONF[session.DAEMON_KEY],
     "spark.executorEnv.HFSPARK_WORKER_PRELOAD": "none",
 }
-STAND_IN = "from hfspark.udfs.zygote import hand_off; import os, sys; ok = hand_off(); " \
+STAND_IN = "from hfspark.udfs.daemon import hand_off; import os, sys; ok = hand_off(); " \
     "sys.stderr.write(f'FALLBACK {os.environ.get(\"HFSPARK_DAEMON_FALLBACK\")}\\n')"  # fmt: skip
 
 

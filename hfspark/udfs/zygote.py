@@ -10,7 +10,7 @@ folder (a daemon that comes early waits in its backlog).
 
 When Spark then launches ``python -m hfspark.udfs.daemon``, that process hands its stdin,
 stdout and stderr (the JVM's pipes), environment, folder and arguments over the socket
-(:func:`hand_off`). The zygote forks a child that takes them over and runs PySpark's daemon
+(:func:`hfspark.udfs.daemon.hand_off`). The zygote forks a child that takes them over and runs PySpark's daemon
 loop (``pyspark.daemon.manager()``, which forks the workers), already imported. The process
 Spark started stays as a stand-in for its lifetime: it forwards SIGTERM to the real
 daemon and exits when it does. Spark's protocol is untouched: the port goes out on the JVM's
@@ -27,8 +27,8 @@ it off.
 Example:
     >>> # started by hfspark.session; by hand:
     >>> #   python -m hfspark.udfs.zygote /tmp/hfspark-zygote-x/sock <token> <listen fd> <watch fd>
-    >>> from hfspark.udfs.zygote import hand_off
-    >>> hand_off()          # in hfspark.udfs.daemon: False when there is no zygote to use
+    >>> from hfspark.udfs.daemon import hand_off
+    >>> hand_off()          # what the daemon calls first: False when there is no zygote to use
     False
 """
 
@@ -41,138 +41,41 @@ import os
 import select
 import signal
 import socket
-import struct
 import sys
 import time
 from typing import Any
 
-from hfspark.session import ZYGOTE_ENV, significant
-from hfspark.udfs.startup import (
-    DAEMON_ENV,
-    FALLBACK_ENV,
-    PRELOAD_S_ENV,
-    PRELOADED_ENV,
-    ZYGOTE_MARK_ENV,
-)
+from hfspark.session import significant
+from hfspark.udfs.daemon import HANDOFF_HEADER, preload, preload_modules, run_manager
+from hfspark.udfs.startup import ZYGOTE_MARK_ENV
 
-__all__ = ["ENV", "IDLE_S", "hand_off", "main"]
+__all__ = ["IDLE_S", "main"]
 
-#: ``<socket path>#<token>`` in the daemon's environment (``spark.executorEnv.HFSPARK_ZYGOTE``).
-ENV = ZYGOTE_ENV
 #: seconds the zygote waits for a first daemon before it exits
 IDLE_S = 300.0
-_HEADER = struct.Struct("!I")
 
 
-def _mismatch(mine: dict[str, str], theirs: dict[str, str]) -> str | None:
-    a, b = significant(mine), significant(theirs)
-    for key in sorted(set(a) | set(b)):
-        if a.get(key) != b.get(key):
-            return f"{key} differs (zygote {a.get(key)!r}, daemon {b.get(key)!r})"
+def _refusal(req: dict[str, Any], fds: list[int], token: str, start_env: dict[str, str]) -> str | None:  # fmt: skip
+    """Why the zygote will not become this daemon (None: it will)."""
+    if req.get("token") != token:
+        return "wrong token"
+    if len(fds) != 3:
+        return "no pipes"
+    if req.get("executable") != sys.executable:
+        return f"another Python ({req.get('executable')})"
+    mine, theirs = significant(start_env), significant(req.get("env", {}))
+    for key in sorted(set(mine) | set(theirs)):
+        if mine.get(key) != theirs.get(key):
+            return f"{key} differs (zygote {mine.get(key)!r}, daemon {theirs.get(key)!r})"
     return None
-
-
-# ----------------------------------------------------------------------------- the daemon side
-def hand_off() -> bool:
-    """Hand this daemon process over to the zygote named by ``$HFSPARK_ZYGOTE``.
-
-    Returns False (nothing changed; preload here) when there is no zygote, it cannot be
-    reached, or it refuses (the reason is kept for the workers' startup record). On success
-    this process only stands in for the real daemon and never returns.
-    """
-    spec = os.environ.get(ENV, "")
-    if not spec or spec.strip().lower() in ("0", "off", "false", "no"):
-        return False
-    path, _, token = spec.partition("#")
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        conn.settimeout(5)
-        conn.connect(path)
-        payload = json.dumps(
-            {
-                "token": token,
-                "executable": sys.executable,
-                "env": dict(os.environ),
-                "cwd": os.getcwd(),
-                "argv": sys.argv,
-                "path": sys.path,
-            }
-        ).encode()
-        socket.send_fds(conn, [_HEADER.pack(len(payload))], [0, 1, 2])
-        conn.sendall(payload)
-        conn.settimeout(180)  # the zygote may still be importing
-        reply = json.loads(_read_line(conn) or b"{}")
-    except (OSError, ValueError) as e:
-        conn.close()
-        _note_fallback(f"zygote unreachable ({type(e).__name__}: {e})")
-        return False
-    if "pid" not in reply:
-        conn.close()
-        _note_fallback(f"zygote refused: {reply.get('refused', 'no answer')}")
-        return False
-    _stand_in(conn, int(reply["pid"]))
-    return True  # pragma: no cover - _stand_in exits
-
-
-def _note_fallback(reason: str) -> None:
-    os.environ[FALLBACK_ENV] = reason[:300]
-    sys.stderr.write(f"hfspark daemon: {reason}; preloading here\n")
-    sys.stderr.flush()
-
-
-def _read_line(conn: socket.socket) -> bytes:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data.strip()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _stand_in(conn: socket.socket, pid: int) -> None:
-    """Live as long as the real daemon; pass Spark's SIGTERM on to it."""
-
-    def forward(signum: int, _frame: Any) -> None:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    # Ctrl-C reaches the JVM's process group (this process, not the daemon, which has its own
-    # group): PySpark's daemon never saw it, so it is not passed on
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    for fd in (0, 1):  # the real daemon owns the JVM's pipes now
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_RDWR), fd)
-    conn.settimeout(0.5)
-    while _alive(pid):
-        try:
-            if not conn.recv(1):
-                break  # the daemon (and its workers) closed their end
-        except TimeoutError:
-            continue
-        except OSError:
-            break
-    os._exit(0)
 
 
 # ----------------------------------------------------------------------------- the zygote side
 def _recv_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
-    head, fds, _flags, _addr = socket.recv_fds(conn, _HEADER.size, 3)
-    if len(head) != _HEADER.size:
+    head, fds, _flags, _addr = socket.recv_fds(conn, HANDOFF_HEADER.size, 3)
+    if len(head) != HANDOFF_HEADER.size:
         raise ValueError("short header")
-    (size,) = _HEADER.unpack(head)
+    (size,) = HANDOFF_HEADER.unpack(head)
     body = b""
     while len(body) < size:
         chunk = conn.recv(min(65536, size - len(body)))
@@ -190,17 +93,12 @@ def _become_daemon(req: dict[str, Any], fds: list[int], modules: list[str], seco
             os.close(fd)
     os.environ.clear()
     os.environ.update(req["env"])
-    os.environ[DAEMON_ENV] = "hfspark"
-    os.environ[PRELOADED_ENV] = ",".join(modules)
-    os.environ[PRELOAD_S_ENV] = f"{seconds:.3f}"
     os.environ[ZYGOTE_MARK_ENV] = "1"
     os.chdir(req["cwd"])
     sys.argv = list(req["argv"])
     sys.path[:] = [*req["path"], *(p for p in sys.path if p not in req["path"])]
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    from pyspark.daemon import manager
-
-    manager()
+    run_manager(modules, seconds)
 
 
 def _serve(listener: socket.socket, watch_fd: int, token: str, start_env: dict[str, str], modules: list[str], seconds: float) -> None:  # fmt: skip
@@ -221,15 +119,9 @@ def _serve(listener: socket.socket, watch_fd: int, token: str, start_env: dict[s
         try:
             conn.settimeout(10)
             req, fds = _recv_request(conn)
-            reason = (
-                "wrong token"
-                if req.get("token") != token
-                else f"another Python ({req.get('executable')})"
-                if req.get("executable") != sys.executable
-                else _mismatch(start_env, req.get("env", {}))
-            )
-            if reason or len(fds) != 3:
-                conn.sendall(json.dumps({"refused": reason or "no pipes"}).encode() + b"\n")
+            reason = _refusal(req, fds, token, start_env)
+            if reason:
+                conn.sendall(json.dumps({"refused": reason}).encode() + b"\n")
                 continue
             sys.stdout.flush()
             sys.stderr.flush()
@@ -258,8 +150,6 @@ def _serve(listener: socket.socket, watch_fd: int, token: str, start_env: dict[s
 
 def main() -> None:
     """``python -m hfspark.udfs.zygote <socket path> <token> <listening fd> <watch fd>``."""
-    from hfspark.udfs.daemon import preload, preload_modules
-
     path, token = sys.argv[1], sys.argv[2]
     listen_fd, watch_fd = int(sys.argv[3]), int(sys.argv[4])
     start_env = dict(os.environ)  # as started: imports add variables (torch's cache folders)
