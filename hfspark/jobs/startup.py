@@ -101,6 +101,9 @@ def summarize(probe: list[dict[str, Any]]) -> dict[str, Any]:
         out["zygote"] = True  # the daemon preloaded beside the JVM (hfspark.udfs.zygote)
     if fallbacks:
         out["fallback"] = fallbacks[0]
+    kernels = sorted({k for r in records for k in str(r.get("cpu_kernels") or "").split(",") if k})
+    if kernels:
+        out["cpu_kernels"] = ",".join(kernels)  # what ran the CPU Linear layers (udfs.kernels)
     return out
 
 
@@ -129,4 +132,6 @@ def describe(startup: dict[str, Any]) -> str:
             tail += " beside the JVM"
     if startup.get("fallback"):
         tail += f", fell back: {startup['fallback']}"
+    if startup.get("cpu_kernels"):
+        tail += f", CPU Linear layers on {startup['cpu_kernels']}"
     return ", ".join(parts) + f" ({tail})"

@@ -181,6 +181,9 @@ def _record_startup(before: float, seconds: float, loaded: Any) -> None:
     for name in ("weights", "processors"):
         if name in phases:
             startup.record(f"{name}_s", float(phases[name]))
+    kernels = getattr(loaded, "extras", {}).get("cpu_kernels")
+    if kernels:
+        startup.note("cpu_kernels", kernels["kernels"])
 
 
 def _cache_limits() -> tuple[int, int]:
@@ -286,6 +289,10 @@ def _torch_runtime(ref: ModelRef) -> Runtime:
         adapter = get_task(ref.task)(dict(ref.task_options))
         target = opts.device_map if opts.device_map else device
         loaded = adapter.load(model_dir_for(info), info.components, target, dtype)
+        if device == "cpu":
+            from hfspark.udfs.kernels import use_onednn
+
+            loaded.extras["cpu_kernels"] = use_onednn(loaded.model, opts.cpu_kernels)
         nbytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
         runtime = Runtime(
             adapter=adapter,

@@ -191,7 +191,7 @@ def model_udf(model_uri: str, *, task: str | None = None, **options: Any) -> Mod
         task: the task (or alias); default: the task saved with the model.
         options: :class:`~hfspark.udfs.options.UdfOptions`: ``batch_size``,
             ``max_tokens_per_batch``, ``call_cost``, ``max_length``, ``device``,
-            ``device_map``, ``torch_dtype``, ``errors`` (``raise`` / ``column``),
+            ``device_map``, ``torch_dtype``, ``cpu_kernels``, ``errors`` (``raise`` / ``column``),
             ``sort_window``, ``ship``, and ``params`` (task options, e.g. ``{"top_k": 3}``).
             Unknown names are refused with the nearest one.
 

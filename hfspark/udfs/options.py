@@ -62,6 +62,11 @@ class UdfOptions(BaseModel):
         description="torch; onnx (ONNX Runtime on CPU for encoder tasks: a verified export, "
         "no torch on the worker); auto (onnx where verified on a CPU worker, else torch)",
     )
+    cpu_kernels: Literal["auto", "onednn", "aten"] = Field(
+        default="auto",
+        description="float32 Linear layers on a CPU (torch engine): auto (oneDNN with "
+        "prepacked weights where it measures faster on this machine), onednn, aten (torch's BLAS)",
+    )
     errors: Literal["raise", "column"] = Field(
         default="raise", description="raise: a bad row fails the task; column: an error field"
     )

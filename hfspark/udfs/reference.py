@@ -115,6 +115,7 @@ def _cache_key(info: ModelInfo, task: str, params: Mapping[str, Any], opts: UdfO
             opts.device,
             opts.device_map,
             opts.torch_dtype,
+            opts.cpu_kernels,
         ],
         default=str,
     )

@@ -12,6 +12,8 @@ read back on the driver by a probe job (:func:`hfspark.jobs.startup.worker_start
 * ``load_s``: the whole first model load (the three above and the rest of ``get_runtime``);
 * ``first_call_s``: the first forward call (one length-sorted batch), lazy kernel set-up
   included; ``first_output_s``: process start -> the end of that call;
+* ``cpu_kernels``: what ran the CPU Linear layers of the models it loaded (``onednn``,
+  ``aten``; :mod:`hfspark.udfs.kernels`);
 * ``daemon``: which daemon forked the worker (``hfspark``, or ``None``), its ``preloaded``
   modules and ``preload_s``; ``zygote``: the daemon came from the zygote that preloaded
   beside the JVM (:mod:`hfspark.udfs.zygote`); ``fallback``: why the hfspark daemon fell
@@ -42,6 +44,7 @@ __all__ = [
     "ZYGOTE_MARK_ENV",
     "first_call_done",
     "mark_first_use",
+    "note",
     "process_start",
     "record",
     "since_first_use",
@@ -101,6 +104,18 @@ def since_first_use() -> float:
 def record(key: str, seconds: float) -> None:
     """Keep the first value of ``key`` (a phase's seconds) for this worker."""
     _RECORD.setdefault(key, round(seconds, 4))
+
+
+def note(key: str, value: str) -> None:
+    """Add ``value`` to the comma-separated set this worker keeps under ``key``.
+
+    Example:
+        >>> note("cpu_kernels", "onednn"); note("cpu_kernels", "aten")
+        >>> snapshot()["cpu_kernels"]
+        'aten,onednn'
+    """
+    seen = set(filter(None, str(_RECORD.get(key, "")).split(",")))
+    _RECORD[key] = ",".join(sorted(seen | {value}))
 
 
 def first_call_done(seconds: float) -> None:
