@@ -71,9 +71,11 @@ def load_model(
     quantize: str | None = None,
     dtype: str | None = None,
     prune: bool = False,
+    kernels: str | None = None,
 ) -> tuple[Any, Any]:
-    """(model, tokenizer) in eval mode; optional dynamic int8 (Linear), a torch dtype, or
-    hfspark's last-layer pruning (the ceiling itself runs the plain model)."""
+    """(model, tokenizer) in eval mode; optional dynamic int8 (Linear), a torch dtype,
+    hfspark's last-layer pruning or its CPU kernels (``kernels="onednn"``: Linear layers on
+    oneDNN, :mod:`hfspark.udfs.kernels`); the ceiling itself runs the plain model."""
     import torch
     import transformers
 
@@ -89,6 +91,11 @@ def load_model(
 
         if not prune_last_layer(model):
             raise RuntimeError(f"last-layer pruning does not apply to {type(model).__name__}")
+    if kernels:
+        from hfspark.udfs.kernels import use_onednn
+
+        if use_onednn(model, kernels)["kernels"] != kernels:  # type: ignore[arg-type]
+            raise RuntimeError(f"{kernels} kernels do not apply to {type(model).__name__}")
     if quantize == "int8":
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     if dtype:

@@ -1,5 +1,6 @@
-"""Faster CPU paths, speed and output change: hfspark's last-layer pruning (on by default for
-classifiers, see hfspark/tasks/_first_token.py) and the opt-in int8 dynamic quantization and bfloat16.
+"""Faster CPU paths, speed and output change: hfspark's oneDNN Linear kernels (on by default on
+a CPU, see hfspark/udfs/kernels.py), last-layer pruning (on by default for classifiers, see
+hfspark/tasks/_first_token.py) and the opt-in int8 dynamic quantization and bfloat16.
 
 One process, one torch thread, the same token ids for every variant, length-sorted batches
 as hfspark runs them (``ENGINE`` settings). Speed is relative to float32 measured in the same
@@ -31,7 +32,9 @@ __all__ = ["QuantResult", "VARIANTS", "run_quant"]
 #: variant name -> load_model keyword arguments.
 VARIANTS: dict[str, dict[str, Any]] = {
     "fp32": {},
-    "fp32 pruned last layer (default)": {"prune": True},
+    "fp32 oneDNN kernels (default)": {"kernels": "onednn"},
+    "fp32 pruned last layer": {"prune": True},
+    "fp32 pruned + oneDNN (default)": {"prune": True, "kernels": "onednn"},
     "int8 dynamic": {"quantize": "int8"},
     "bf16": {"dtype": "bfloat16"},
 }

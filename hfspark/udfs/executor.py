@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Runtime",
     "get_runtime",
+    "torch_runtime",
     "load_count",
     "choose_device",
     "choose_dtype",
@@ -289,22 +290,36 @@ def _torch_runtime(ref: ModelRef) -> Runtime:
         adapter = get_task(ref.task)(dict(ref.task_options))
         target = opts.device_map if opts.device_map else device
         loaded = adapter.load(model_dir_for(info), info.components, target, dtype)
-        if device == "cpu":
-            from hfspark.udfs.kernels import use_onednn
-
-            loaded.extras["cpu_kernels"] = use_onednn(loaded.model, opts.cpu_kernels)
-        nbytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
-        runtime = Runtime(
-            adapter=adapter,
-            loaded=loaded,
-            device=device,
-            dtype=dtype,
-            nbytes=nbytes,
-            call_cost=cpu_call_cost(adapter.cpu_call_cost, loaded.model),
-        )
+        runtime = torch_runtime(adapter, loaded, device, dtype, opts.cpu_kernels)
         _record_load(ref, str(getattr(loaded, "device", device)), time.perf_counter() - start)
         _record_startup(before, time.perf_counter() - start, loaded)
         return _keep(key, runtime)
+
+
+def torch_runtime(
+    adapter: Any, loaded: Any, device: Any, dtype: Any, cpu_kernels: str = "auto"
+) -> Runtime:
+    """The Runtime of a loaded torch model: its CPU kernels chosen, its size and call cost.
+
+    On a CPU the float32 Linear layers go to oneDNN first (:func:`~hfspark.udfs.kernels.use_onednn`,
+    what ran is kept in ``loaded.extras["cpu_kernels"]``).
+
+    Example:
+        >>> torch_runtime(adapter, adapter.load(folder, {}, "cpu", None), "cpu", None).call_cost
+        8.0
+    """
+    if str(device) == "cpu":
+        from hfspark.udfs.kernels import use_onednn
+
+        loaded.extras["cpu_kernels"] = use_onednn(loaded.model, cpu_kernels)  # type: ignore[arg-type]
+    return Runtime(
+        adapter=adapter,
+        loaded=loaded,
+        device=device,
+        dtype=dtype,
+        nbytes=sum(p.numel() * p.element_size() for p in loaded.model.parameters()),
+        call_cost=cpu_call_cost(adapter.cpu_call_cost, loaded.model),
+    )
 
 
 def _keep(key: tuple[str, str, str], runtime: Runtime) -> Runtime:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hfspark.flavor.info import ModelInfo
-    from hfspark.tasks.base import LoadedModel, TaskAdapter
+    from hfspark.tasks.base import TaskAdapter
     from hfspark.udfs.reference import ModelRef
 
 __all__ = ["onnx_runtime", "gpu_visible", "task_threads", "graph_dir", "records_dir"]
@@ -105,20 +105,6 @@ def _light(
     )
 
 
-def _torch_runtime(adapter: TaskAdapter, loaded: LoadedModel) -> Any:
-    from hfspark.udfs.executor import Runtime, cpu_call_cost
-
-    nbytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
-    return Runtime(
-        adapter=adapter,
-        loaded=loaded,
-        device="cpu",
-        dtype=loaded.dtype,
-        nbytes=nbytes,
-        call_cost=cpu_call_cost(adapter.cpu_call_cost, loaded.model),
-    )
-
-
 def _refused(ref: ModelRef, path: Path, record: dict[str, Any]) -> None:
     why = record.get("error") or (
         f"max difference {record.get('max_diff'):.2e} on {record.get('worst_output')!r}, "
@@ -184,4 +170,6 @@ def _check(ref: ModelRef, info: ModelInfo, adapter: TaskAdapter, saved: Path, ca
     if record.get("passed"):
         return record
     _refused(ref, saved if saved.is_file() else cached, record)
-    return _torch_runtime(adapter, loaded)
+    from hfspark.udfs.executor import torch_runtime
+
+    return torch_runtime(adapter, loaded, "cpu", loaded.dtype, ref.options.cpu_kernels)
