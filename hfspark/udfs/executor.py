@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hfspark.flavor.info import ModelInfo
+    from hfspark.udfs.kernels import Mode
     from hfspark.udfs.reference import ModelRef
 
 __all__ = [
@@ -297,7 +298,7 @@ def _torch_runtime(ref: ModelRef) -> Runtime:
 
 
 def torch_runtime(
-    adapter: Any, loaded: Any, device: Any, dtype: Any, cpu_kernels: str = "auto"
+    adapter: Any, loaded: Any, device: Any, dtype: Any, cpu_kernels: Mode = "auto"
 ) -> Runtime:
     """The Runtime of a loaded torch model: its CPU kernels chosen, its size and call cost.
 
@@ -311,7 +312,7 @@ def torch_runtime(
     if str(device) == "cpu":
         from hfspark.udfs.kernels import use_onednn
 
-        loaded.extras["cpu_kernels"] = use_onednn(loaded.model, cpu_kernels)  # type: ignore[arg-type]
+        loaded.extras["cpu_kernels"] = use_onednn(loaded.model, cpu_kernels)
     return Runtime(
         adapter=adapter,
         loaded=loaded,

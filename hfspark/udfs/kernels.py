@@ -24,6 +24,9 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
+import torch
+from torch import nn
+
 __all__ = ["PackedLinear", "use_onednn", "MIN_GAIN"]
 
 #: oneDNN must be at least this much faster than torch's BLAS for ``auto`` to use it.
@@ -32,44 +35,32 @@ MIN_GAIN = 1.1
 Mode = Literal["auto", "onednn", "aten"]
 
 
-def _nn() -> Any:
-    import torch
-
-    return torch.nn
-
-
-class PackedLinear(_nn().Linear):  # type: ignore[misc]
+class PackedLinear(nn.Linear):
     """An ``nn.Linear`` whose CPU float32 inference calls oneDNN with a prepacked weight.
 
     It shares ``weight`` and ``bias`` with the layer it replaces; anything else (training, a
     GPU tensor, another dtype) takes ``nn.Linear``'s own path.
     """
 
-    def __init__(self, layer: Any) -> None:
-        import torch
-
-        super(_nn().Linear, self).__init__()  # nn.Module.__init__: no fresh parameters
+    def __init__(self, layer: nn.Linear) -> None:
+        nn.Module.__init__(self)  # not nn.Linear's: no fresh parameters
         self.in_features, self.out_features = layer.in_features, layer.out_features
         self.weight, self.bias = layer.weight, layer.bias
         self.packed = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), None)
 
-    def forward(self, x: Any) -> Any:
-        import torch
-
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype is torch.float32 and x.device.type == "cpu" and not torch.is_grad_enabled():
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         return super().forward(x)
 
 
-def _eligible(model: Any) -> list[tuple[Any, str, Any]]:
+def _eligible(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
     """(parent, name, layer) of every plain float32 CPU ``nn.Linear`` in ``model``."""
-    import torch
-
     found = []
     for parent in model.modules():
         for name, child in parent.named_children():
             if (
-                type(child) is torch.nn.Linear
+                type(child) is nn.Linear
                 and child.weight.dtype is torch.float32
                 and child.weight.device.type == "cpu"
             ):
@@ -88,25 +79,22 @@ def _rate(fn: Any, reps: int = 5) -> float:
     return 1.0 / max(best, 1e-9)
 
 
-def _probe(layer: Any, rows: int = 256) -> tuple[float, float]:
-    """(oneDNN rate / torch rate, largest difference) on ``layer`` with ``rows`` inputs."""
-    import torch
+def _probe(packed: PackedLinear, rows: int = 256) -> tuple[float, float]:
+    """(oneDNN rate / torch rate, largest difference) of ``packed`` on ``rows`` inputs."""
+    x = torch.randn(rows, packed.in_features, generator=torch.Generator().manual_seed(0))
 
-    x = torch.randn(rows, layer.in_features, generator=torch.Generator().manual_seed(0))
-    packed = PackedLinear(layer)
+    def blas() -> torch.Tensor:  # torch's own kernel on the same parameters
+        return nn.functional.linear(x, packed.weight, packed.bias)
+
     with torch.inference_mode():
-        ours, theirs = packed(x), torch.nn.functional.linear(x, layer.weight, layer.bias)
+        ours, theirs = packed(x), blas()
         scale = float(theirs.abs().max()) or 1.0
         diff = float((ours - theirs).abs().max()) / scale
-        gain = _rate(lambda: packed(x)) / _rate(
-            lambda: torch.nn.functional.linear(x, layer.weight, layer.bias)
-        )
+        gain = _rate(lambda: packed(x)) / _rate(blas)
     return gain, diff
 
 
 def _available() -> bool:
-    import torch
-
     ops = getattr(torch.ops, "mkldnn", None)
     return bool(
         torch.backends.mkldnn.is_available()
@@ -115,7 +103,7 @@ def _available() -> bool:
     )
 
 
-def use_onednn(model: Any, mode: Mode = "auto") -> dict[str, Any]:
+def use_onednn(model: nn.Module, mode: Mode = "auto") -> dict[str, Any]:
     """Swap ``model``'s float32 CPU Linear layers for :class:`PackedLinear` (in place).
 
     Args:
@@ -139,14 +127,16 @@ def use_onednn(model: Any, mode: Mode = "auto") -> dict[str, Any]:
     if not _available():
         return {"kernels": "aten", "layers": 0, "why": "this torch build has no oneDNN linear"}
     report: dict[str, Any] = {}
+    packed: dict[int, PackedLinear] = {}
     if mode == "auto":
         widest = max(layers, key=lambda t: t[2].in_features * t[2].out_features)[2]
-        gain, diff = _probe(widest)
+        packed[id(widest)] = PackedLinear(widest)  # packed once: probed, then kept
+        gain, diff = _probe(packed[id(widest)])
         report = {"gain": round(gain, 2), "diff": diff}
         if diff > 1e-4:
             return {**report, "kernels": "aten", "layers": 0, "why": "oneDNN disagrees"}
         if gain < MIN_GAIN:
             return {**report, "kernels": "aten", "layers": 0, "why": "oneDNN not faster here"}
     for parent, name, layer in layers:
-        setattr(parent, name, PackedLinear(layer))
+        setattr(parent, name, packed.get(id(layer)) or PackedLinear(layer))
     return {**report, "kernels": "onednn", "layers": len(layers), "why": f"cpu_kernels={mode}"}
