@@ -33,7 +33,7 @@ __all__ = [
 MAX_LENGTH = 256
 SEED = 0
 NUM_LABELS = 3
-_VERSION = "v1"  # bump to rebuild cached folders
+_VERSION = "v2"  # bump to rebuild cached folders (v2: graphs traced with eager attention)
 #: the inference config saved with the MLflow model (tokenizer limit is MAX_LENGTH).
 MLFLOW_CONFIG = {"truncation": True, "batch_size": 1}
 

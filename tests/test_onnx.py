@@ -165,6 +165,24 @@ def test_real_minilm_embeddings(minilm_dir: Path) -> None:
     assert float(np.abs(a - b).max()) < 1e-4
 
 
+def test_graph_traced_with_eager_attention(minilm_dir: Path, tmp_path: Path) -> None:
+    """The export traces eager attention (no SDPA NaN guards) and gives the model its kernel back."""
+    import onnx
+
+    from hfspark.tasks import get_task
+    from hfspark.tasks._export import export_verified
+
+    adapter = get_task("feature-extraction")({})
+    loaded = adapter.load(minilm_dir, {}, "cpu", torch.float32)
+    assert loaded.model.config._attn_implementation == "sdpa"
+    path = tmp_path / f"{adapter.graph_name()}.onnx"
+    record = export_verified(adapter, loaded, path, minilm_dir)
+    assert record["passed"] and record["max_diff"] <= 1e-4
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "IsNaN" not in ops and "Softmax" in ops
+    assert loaded.model.config._attn_implementation == "sdpa"  # torch keeps its own kernel
+
+
 # ------------------------------------------------------------------ save, check, fall back
 def test_save_onnx_and_mlflow_loads(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     dest = tmp_path / "sst"
