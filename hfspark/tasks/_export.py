@@ -77,32 +77,30 @@ def _wrapper(graph: Graph, module: Any) -> Any:
 
 
 @contextmanager
-def eager_attention(module: Any) -> Iterator[str | None]:
+def eager_attention(module: Any) -> Iterator[None]:
     """Run ``module`` with transformers' eager attention inside the block, then restore its own.
 
-    Yields the kernel the model had (None for a model that does not choose one, or cannot
-    switch: it is left as it is). The graph's check compares the export with the model's own
-    kernel, so a difference between the two is caught there.
+    A model that does not choose a kernel, or cannot switch, is left as it is. The graph's
+    check compares the export with the model's own kernel, so a difference is caught there.
 
     Example:
-        >>> with eager_attention(model) as before:
-        ...     model.config._attn_implementation, before
-        ('eager', 'sdpa')
+        >>> with eager_attention(model):
+        ...     model.config._attn_implementation
+        'eager'
     """
-    config = getattr(module, "config", None)
-    before = getattr(config, "_attn_implementation", None)
+    before = getattr(getattr(module, "config", None), "_attn_implementation", None)
     switch = getattr(module, "set_attn_implementation", None)
     if before in (None, "eager") or switch is None:
-        yield before
+        yield
         return
     try:
         switch("eager")
     except (ValueError, ImportError, AttributeError) as e:  # a model without an eager kernel
         log.info("hfspark: exporting with the model's %s attention (%s)", before, e)
-        yield None
+        yield
         return
     try:
-        yield before
+        yield
     finally:
         switch(before)
 
